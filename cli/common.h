@@ -35,6 +35,12 @@ std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<st
 // "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);
 
+// Thrown by a command that finished its work but must exit non-zero (diff --exit-code,
+// merge --strict): main returns the code without printing an error.
+struct ExitStatus {
+  int code;
+};
+
 void print_json(const Json& j);
 void print_line(const std::string& s);
 

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const cli::ExitStatus& s) {
+    return s.code;
   } catch (const CLI::ParseError& e) {
     return app.exit(e);  // prints help, or the usage error; exit code 0 for --help, else non-zero
   } catch (const Error& e) {

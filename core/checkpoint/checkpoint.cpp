@@ -194,7 +194,7 @@ std::vector<PlannedTensor> plan_output(const ModelConfig& c, const std::vector<O
 }  // namespace
 
 std::string write_model(const fs::path& dir, const ModelConfig& config, const std::vector<OutputTensor>& tensors,
-                        const WriteOptions& options, const TensorSource& source) {
+                        const WriteOptions& options, const TensorSource& source, TensorDigests* digests_out) {
   Json cfg = config.to_json();
   write_file_atomic(dir / kConfigFile, cfg.dump(2) + "\n");
   std::vector<PlannedTensor> plan = plan_output(config, tensors, options.layout);
@@ -228,6 +228,7 @@ std::string write_model(const fs::path& dir, const ModelConfig& config, const st
     }
   }
   writer.finish();
+  if (digests_out) *digests_out = digests;
   return combine_content_hash(config, digests);
 }
 

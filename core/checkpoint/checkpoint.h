@@ -82,8 +82,17 @@ struct WriteOptions {
 // streaming: one tensor (or one chunk) in memory at a time. For the fused layout the
 // experts of a layer are concatenated in router order, gate rows before up rows.
 // Returns the content hash of what it wrote (see content_hash.h), computed on the way.
+// A tensor's content as the content hash sees it (content_hash.h).
+struct TensorDigest {
+  DType dtype;
+  Shape shape;
+  uint64_t nbytes = 0;
+  std::string sha256;  // hex of the bytes
+};
+using TensorDigests = std::map<std::string, TensorDigest>;  // canonical name -> digest
+
 std::string write_model(const fs::path& dir, const ModelConfig& config, const std::vector<OutputTensor>& tensors,
-                 const WriteOptions& options, const TensorSource& source);
+                        const WriteOptions& options, const TensorSource& source, TensorDigests* digests_out = nullptr);
 
 // Copies the files a checkpoint carries (tokenizer, generation config, ...) into `dir`.
 void copy_extra_files(const Checkpoint& from, const fs::path& dir);

@@ -19,14 +19,6 @@ namespace emo {
 
 inline constexpr const char* kContentHashVersion = "emo-content-hash-v1";
 
-struct TensorDigest {
-  DType dtype;
-  Shape shape;
-  uint64_t nbytes = 0;
-  std::string sha256;  // hex of the bytes
-};
-using TensorDigests = std::map<std::string, TensorDigest>;  // canonical name -> digest
-
 std::string combine_content_hash(const ModelConfig& config, const TensorDigests& digests);
 
 // Reads every tensor. progress(bytes_done, bytes_total).

@@ -18,12 +18,12 @@
 namespace emo {
 
 struct Batch {
-  torch::Tensor input_ids;       // [B, T] int64
-  torch::Tensor attention_mask;  // optional [B, T]: 1 token, 0 left padding (positions as HF generate() makes them)
-  torch::Tensor position_ids;    // optional [B, T]
+  torch::Tensor input_ids{};       // [B, T] int64
+  torch::Tensor attention_mask{};  // optional [B, T]: 1 token, 0 left padding (positions as HF generate() makes them)
+  torch::Tensor position_ids{};    // optional [B, T]
   // Optional [B, T]: packed training sequences. Attention stays inside a document and
   // positions restart at each document's first token.
-  torch::Tensor document_ids;
+  torch::Tensor document_ids{};
 };
 
 // Which experts routing may use.

@@ -50,6 +50,7 @@ OutFile::~OutFile() {
 }
 
 void OutFile::write(const void* data, size_t n) {
+  flush_copy();
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     // Linux caps one write at ~2 GiB; larger tensors go in slices.
@@ -66,10 +67,26 @@ void OutFile::write(const void* data, size_t n) {
 }
 
 void OutFile::copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped) {
+  const char* mapped_bytes = static_cast<const char*>(same_bytes_mapped);
+  if (pending_.n && pending_.fd == src_fd && pending_.offset + pending_.n == src_offset &&
+      pending_.mapped + pending_.n == mapped_bytes && pending_.n + n <= (size_t(1) << 30)) {
+    pending_.n += n;
+    return;
+  }
+  flush_copy();
+  pending_ = {src_fd, src_offset, n, mapped_bytes};
+}
+
+void OutFile::flush_copy() {
+  if (!pending_.n) return;
+  PendingCopy p = pending_;
+  pending_ = {};
+  size_t n = p.n;
+  const uint64_t src_offset = p.offset;
+  const char* mapped = p.mapped;
   loff_t in_off = loff_t(src_offset);
-  const char* mapped = static_cast<const char*>(same_bytes_mapped);
   while (n > 0) {
-    ssize_t w = ::copy_file_range(src_fd, &in_off, fd_, nullptr, std::min<size_t>(n, size_t(1) << 30), 0);
+    ssize_t w = ::copy_file_range(p.fd, &in_off, fd_, nullptr, std::min<size_t>(n, size_t(1) << 30), 0);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       // Not supported across these filesystems (EXDEV, EINVAL, ENOSYS...) or a short
@@ -83,6 +100,7 @@ void OutFile::copy_from(int src_fd, uint64_t src_offset, size_t n, const void* s
 }
 
 void OutFile::sync() {
+  flush_copy();
   if (::fdatasync(fd_) != 0) fail(path_.string(), "", "fsync failed: ", errno_text());
 }
 

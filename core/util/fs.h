@@ -28,7 +28,10 @@ class OutFile {
 
   void write(const void* data, size_t n);
   // Appends n bytes of file `src_fd` from `src_offset`, copied inside the kernel
-  // (copy_file_range) when the filesystems allow it, else through write().
+  // (copy_file_range) when the filesystems allow it, else through write(). Requests
+  // that continue the previous one in the same source are merged into one call: the
+  // kernel copies large ranges several times faster than many 4 MB ones.
+  // `same_bytes_mapped` (the bytes, mapped) must stay valid until the next call.
   void copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped);
   void sync();   // fdatasync
   void close();  // sync + close; the destructor closes without syncing
@@ -36,9 +39,16 @@ class OutFile {
   const fs::path& path() const { return path_; }
 
  private:
+  void flush_copy();
   fs::path path_;
   int fd_ = -1;
   uint64_t written_ = 0;
+  struct PendingCopy {
+    int fd = -1;
+    uint64_t offset = 0;
+    size_t n = 0;
+    const char* mapped = nullptr;  // first byte of the range, for the write() fallback
+  } pending_;
 };
 
 void fsync_dir(const fs::path& dir);
