@@ -1,0 +1,125 @@
+// bench/merge: merge a 16-expert module into an emo-1b14b-shape bf16 checkpoint.
+//  - time: on a 4-layer slice of the shape (~7 GB: base, output and the cp copy of the
+//    full 27 GB shape do not fit beside each other on this disk), emo merge against
+//    `cp -r` of the base followed by `sync`, both with the base in the page cache;
+//  - memory: peak anonymous RSS of the merge on the full shape (--full DIR), with the
+//    cp copy not made.
+// Goals: ratio <= 1.3x, peak RssAnon <= 1 GiB.
+//
+//   bench_merge [--dir SCRATCH] [--full DIR] [--rounds 2]
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "bench/bench_util.h"
+#include "core/checkpoint/content_hash.h"
+#include "core/checkpoint/init.h"
+#include "core/checkpoint/provenance.h"
+#include "merge/merge.h"
+#include "surgery/extract.h"
+
+using namespace emo;
+using namespace emo::bench;
+
+namespace {
+
+long peak_rss_anon_kb(const std::function<void()>& f) {
+  std::atomic<bool> done{false};
+  std::atomic<long> peak{rss_anon_kb()};
+  std::thread sampler([&] {
+    while (!done) {
+      long now = rss_anon_kb();
+      if (now > peak) peak = now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  f();
+  done = true;
+  sampler.join();
+  return peak;
+}
+
+void ensure_base(const fs::path& dir, int layers) {
+  if (fs::exists(dir / "config.json")) return;
+  std::printf("writing %s (emo-1b14b shape, %d layers, bf16)...\n", dir.c_str(), layers);
+  AtomicDir out(dir, false);
+  ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
+  c.set_override("num_hidden_layers", std::to_string(layers));
+  InitOptions o;
+  o.dtype = DType::BF16;
+  Provenance prov("init");
+  prov.output_hash = write_initialised_model(out.path(), c, o);
+  prov.write(out.path());
+  out.commit();
+}
+
+// A 16-expert module of `base` (15 routed + the shared one), extracted once.
+fs::path ensure_module(const fs::path& base, const fs::path& dir) {
+  if (fs::exists(dir / "config.json")) return dir;
+  Checkpoint parent = Checkpoint::open(base);
+  ExpertSelection sel;
+  for (int l = 0; l < int(parent.config().num_hidden_layers); ++l)
+    for (int64_t e = 0; e < 15; ++e) sel.kept[l].push_back(8 * e + 1);
+  AtomicDir out(dir, false);
+  Provenance prov("extract");
+  prov.output_hash = write_extract(parent, plan_extract(parent, sel, parent_content_hash(parent, false)), out.path());
+  prov.write(out.path());
+  out.commit();
+  return dir;
+}
+
+double merge_once(const fs::path& base, const fs::path& module, const fs::path& out_dir) {
+  return seconds_of([&] {
+    Checkpoint b = Checkpoint::open(base), m = Checkpoint::open(module);
+    std::string bh = parent_content_hash(b, false);
+    auto sources = resolve_modules(b, bh, {&m}, {parent_content_hash(m, false)}, {});
+    AtomicDir out(out_dir, true);
+    MergeReport r;
+    write_merge(b, sources, {}, out.path(), r);
+    copy_extra_files(b, out.path());
+    out.commit();
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fs::path dir = "/tmp/emo-bench-merge", full;
+  int rounds = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--full")) full = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
+  }
+  fs::create_directories(dir);
+  fs::path base = dir / "base-4layers";
+  ensure_base(base, 4);
+  fs::path module = ensure_module(base, dir / "module-4layers");
+  const double gb = double(Checkpoint::open(base).store().bytes_on_disk()) / 1e9;
+  std::vector<double> cp_times, emo_times;
+  for (int r = 0; r < rounds; ++r) {
+    fs::remove_all(dir / "merged");
+    warm_page_cache(base);
+    warm_page_cache(module);
+    run_shell("sync");
+    emo_times.push_back(merge_once(base, module, dir / "merged"));
+    fs::remove_all(dir / "merged");
+    warm_page_cache(base);
+    run_shell("sync");
+    cp_times.push_back(seconds_of([&] { run_shell("cp -r '" + base.string() + "' '" + (dir / "cp").string() + "' && sync"); }));
+    fs::remove_all(dir / "cp");
+    std::printf("round %d: cp -r + sync %.2fs, emo merge %.2fs\n", r + 1, cp_times.back(), emo_times.back());
+  }
+  double cp = median(cp_times), em = median(emo_times);
+  std::printf("\nbase: 4-layer slice of emo-1b14b, %.2f GB (bf16); module: 16 of 128 experts per layer\n", gb);
+  std::printf("%-28s %8.2f s\n%-28s %8.2f s\nratio merge/cp = %.2fx (goal <= 1.3x)\n", "cp -r + sync", cp, "emo merge", em, em / cp);
+  if (!full.empty()) {
+    fs::path fmod = ensure_module(full, dir / "module-full");
+    long peak = 0;
+    double secs = 0;
+    peak = peak_rss_anon_kb([&] { secs = merge_once(full, fmod, dir / "merged-full"); });
+    fs::remove_all(dir / "merged-full");
+    std::printf("full shape (%s): merge %.1fs, peak RssAnon %.0f MB (goal <= 1024 MB)\n", full.c_str(), secs, peak / 1024.0);
+  }
+  return 0;
+}

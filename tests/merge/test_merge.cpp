@@ -1,0 +1,232 @@
+// emo merge: byte-exact round trips, the average formula, composition of disjoint
+// modules, what each carry flag carries, and the refusals.
+#include <catch2/catch.hpp>
+
+#include "core/checkpoint/content_hash.h"
+#include "core/checkpoint/init.h"
+#include "core/model/tensor_bridge.h"
+#include "merge/diff.h"
+#include "merge/merge.h"
+#include "surgery/surgery_fixtures.h"
+
+using namespace emo;
+using namespace emo::test;
+
+namespace {
+
+std::string bytes(const TensorView& v) { return std::string(reinterpret_cast<const char*>(v.data), v.nbytes); }
+
+// A bf16 micro base written as emo init writes it.
+std::string make_base(const fs::path& dir, uint64_t seed = 3) {
+  fs::create_directories(dir);
+  InitOptions o;
+  o.seed = seed;
+  o.dtype = DType::BF16;
+  ModelConfig c = tiny_config();
+  return write_initialised_model(dir, c, o);
+}
+
+std::string extract_to(const fs::path& base, const std::string& base_hash, const ExpertSelection& sel, const fs::path& out) {
+  Checkpoint parent = Checkpoint::open(base);
+  fs::create_directories(out);
+  return write_extract(parent, plan_extract(parent, sel, base_hash), out);
+}
+
+// A "retrained" module: its weights with `edit` applied, same config (lineage included), bf16.
+std::string retrain(const fs::path& module, const fs::path& out, const std::function<void(ModelWeights&, const ModelConfig&)>& edit) {
+  Checkpoint ck = Checkpoint::open(module);
+  ModelWeights w = load_weights(ck, {});
+  {
+    torch::NoGradGuard ng;
+    edit(w, ck.config());
+  }
+  fs::create_directories(out);
+  return save_weights(w, ck.config(), out, {}, [](const CanonicalTensor&) { return DType::BF16; });
+}
+
+void add_noise(torch::Tensor t, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  t.add_(0.05 * at::randn(t.sizes(), gen));
+}
+
+std::string merge(const fs::path& base, const std::vector<fs::path>& modules, const MergeOptions& o, const fs::path& out,
+                  MergeReport* report_out = nullptr) {
+  Checkpoint b = Checkpoint::open(base);
+  std::string bh = content_hash(b);
+  std::vector<Checkpoint> ms;
+  for (const auto& m : modules) ms.push_back(Checkpoint::open(m));
+  std::vector<const Checkpoint*> ptrs;
+  std::vector<std::string> hashes;
+  for (const auto& m : ms) ptrs.push_back(&m), hashes.push_back(content_hash(m));
+  auto sources = resolve_modules(b, bh, ptrs, hashes, o);
+  fs::create_directories(out);
+  MergeReport r;
+  std::string h = write_merge(b, sources, o, out, r);
+  CHECK(r.verified_base_hash == bh);
+  if (report_out) *report_out = r;
+  return h;
+}
+
+ExpertSelection sel_a() {
+  ExpertSelection s;
+  s.kept = {{0, {0, 3, 5}}, {1, {1, 2, 6}}};
+  return s;
+}
+ExpertSelection sel_b() {  // disjoint from sel_a
+  ExpertSelection s;
+  s.kept = {{0, {1, 4, 6}}, {1, {0, 3, 5}}};
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("merging an unchanged module gives the base back, byte for byte, and says so", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "m");
+  MergeReport r;
+  MergeOptions o;
+  o.carry.shared = o.carry.router_rows = o.carry.non_moe = true;
+  CHECK(merge(tmp / "base", {tmp / "m"}, o, tmp / "out", &r) == h);
+  CHECK_FALSE(r.changed());
+  CHECK(r.relative_change == 0.0);
+  CHECK(diff_checkpoints(Checkpoint::open(tmp / "base"), Checkpoint::open(tmp / "out")).all_identical());
+  CHECK(read_text_file(tmp / "base" / "model.safetensors") == read_text_file(tmp / "out" / "model.safetensors"));
+}
+
+TEST_CASE("extract -> retrain -> merge -> extract gives the retrained module back; the rest stays the base", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "m");
+  std::string retrained = retrain(tmp / "m", tmp / "m2", [](ModelWeights& w, const ModelConfig&) {
+    for (auto& L : w.layers) add_noise(L.gate_up, 1), add_noise(L.down, 2);
+  });
+  MergeReport r;
+  std::string merged = merge(tmp / "base", {tmp / "m2"}, {}, tmp / "merged", &r);
+  CHECK(r.changed());
+  CHECK(r.relative_change > 0);
+  // Each layer got its 3 routed experts back (the shared one is not carried by default).
+  CHECK(r.layers["0"]["experts_carried"] == 3);
+  // Extracting the same experts from the merged model gives the retrained module.
+  std::string again = extract_to(tmp / "merged", merged, sel_a(), tmp / "again");
+  Checkpoint m2 = Checkpoint::open(tmp / "m2"), ag = Checkpoint::open(tmp / "again");
+  Checkpoint base = Checkpoint::open(tmp / "base"), out = Checkpoint::open(tmp / "merged");
+  for (const auto& t : m2.tensors()) {
+    INFO(t.name);
+    bool shared_expert = t.role == Role::Expert && t.expert == 3;
+    if (t.role == Role::Expert && !shared_expert) CHECK(bytes(m2.view(t)) == bytes(ag.view(t.name)));
+  }
+  // Everything the merge did not touch is the base's, byte for byte.
+  std::set<std::string> touched;
+  for (const auto& [l, ids] : sel_a().kept)
+    for (int64_t e : ids)
+      for (Proj p : {Proj::Gate, Proj::Up, Proj::Down}) touched.insert(expert_tensor_name(ModelType::Emo, l, int(e), p));
+  for (const auto& t : base.tensors()) {
+    INFO(t.name);
+    if (touched.count(t.name)) CHECK(bytes(base.view(t)) != bytes(out.view(t.name)));
+    else CHECK(bytes(base.view(t)) == bytes(out.view(t.name)));
+  }
+}
+
+TEST_CASE("average mode is (1 - alpha) * base + alpha * module in float32, rounded once", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "m");
+  retrain(tmp / "m", tmp / "m2", [](ModelWeights& w, const ModelConfig&) {
+    for (auto& L : w.layers) add_noise(L.gate_up, 3), add_noise(L.down, 4);
+  });
+  MergeOptions o;
+  o.mode = "average";
+  o.alpha = 0.3;
+  merge(tmp / "base", {tmp / "m2"}, o, tmp / "avg");
+  Checkpoint base = Checkpoint::open(tmp / "base"), mod = Checkpoint::open(tmp / "m2"), out = Checkpoint::open(tmp / "avg");
+  for (auto [l, me, be] : {std::tuple{0, 1, 3}, std::tuple{1, 2, 6}}) {
+    for (Proj p : {Proj::Gate, Proj::Down}) {
+      auto b = tensor_from_view(base.view(expert_tensor_name(ModelType::Emo, l, be, p))).to(torch::kFloat32);
+      auto m = tensor_from_view(mod.view(expert_tensor_name(ModelType::Emo, l, me, p))).to(torch::kFloat32);
+      auto expected = ((1 - 0.3) * b + 0.3 * m).to(torch::kBFloat16);
+      auto got = tensor_from_view(out.view(expert_tensor_name(ModelType::Emo, l, be, p)));
+      CHECK(torch::equal(got, expected));
+    }
+  }
+}
+
+TEST_CASE("two disjoint modules compose, in either order", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "a");
+  extract_to(tmp / "base", h, sel_b(), tmp / "b");
+  retrain(tmp / "a", tmp / "a2", [](ModelWeights& w, const ModelConfig&) { add_noise(w.layers[0].gate_up, 5); });
+  retrain(tmp / "b", tmp / "b2", [](ModelWeights& w, const ModelConfig&) { add_noise(w.layers[1].down, 6); });
+  std::string ab = merge(tmp / "base", {tmp / "a2", tmp / "b2"}, {}, tmp / "ab");
+  std::string ba = merge(tmp / "base", {tmp / "b2", tmp / "a2"}, {}, tmp / "ba");
+  CHECK(ab == ba);
+  CHECK(read_text_file(tmp / "ab" / "model.safetensors") == read_text_file(tmp / "ba" / "model.safetensors"));
+  CHECK(ab != h);
+}
+
+TEST_CASE("carry flags carry router rows, shared experts and non-MoE tensors only when asked", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "m");
+  retrain(tmp / "m", tmp / "m2", [](ModelWeights& w, const ModelConfig&) {
+    for (auto& L : w.layers) add_noise(L.router, 7), add_noise(L.gate_up, 8), add_noise(L.q, 9);
+    add_noise(w.embed, 10);
+  });
+  Checkpoint base = Checkpoint::open(tmp / "base");
+  auto same = [&](const fs::path& out, const std::string& name) { return bytes(base.view(name)) == bytes(Checkpoint::open(out).view(name)); };
+  const std::string router0 = "model.layers.0.mlp.gate.weight", shared0 = "model.layers.0.mlp.experts.7.gate_proj.weight",
+                    q0 = "model.layers.0.self_attn.q_proj.weight", emb = "model.embed_tokens.weight";
+  merge(tmp / "base", {tmp / "m2"}, {}, tmp / "plain");
+  CHECK(same(tmp / "plain", router0));
+  CHECK(same(tmp / "plain", shared0));
+  CHECK(same(tmp / "plain", q0));
+  CHECK_FALSE(same(tmp / "plain", "model.layers.0.mlp.experts.3.gate_proj.weight"));
+  MergeOptions all;
+  all.carry.router_rows = all.carry.shared = all.carry.non_moe = true;
+  merge(tmp / "base", {tmp / "m2"}, all, tmp / "all");
+  CHECK_FALSE(same(tmp / "all", router0));
+  CHECK_FALSE(same(tmp / "all", shared0));
+  CHECK_FALSE(same(tmp / "all", q0));
+  CHECK_FALSE(same(tmp / "all", emb));
+  // Router rows of experts the module does not hold stay the base's.
+  Checkpoint out = Checkpoint::open(tmp / "all");
+  CHECK(bytes(base.view(router0).slice0(1)) == bytes(out.view(router0).slice0(1)));
+  CHECK(bytes(base.view(router0).slice0(3)) != bytes(out.view(router0).slice0(3)));
+}
+
+TEST_CASE("a module of a module merges into the root through its root map", "[merge]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  std::string h1 = extract_to(tmp / "base", h, sel_a(), tmp / "m1");
+  ExpertSelection second;
+  second.kept = {{0, {1, 2}}, {1, {0, 1}}};  // full experts 3, 5 and 1, 2
+  extract_to(tmp / "m1", h1, second, tmp / "m2");
+  retrain(tmp / "m2", tmp / "m3", [](ModelWeights& w, const ModelConfig&) { add_noise(w.layers[0].down, 11); });
+  merge(tmp / "base", {tmp / "m3"}, {}, tmp / "out");
+  Checkpoint out = Checkpoint::open(tmp / "out"), m3 = Checkpoint::open(tmp / "m3");
+  CHECK(bytes(out.view("model.layers.0.mlp.experts.5.down_proj.weight")) == bytes(m3.view("model.layers.0.mlp.experts.1.down_proj.weight")));
+}
+
+TEST_CASE("merge refusals: another base, other shapes, overlaps", "[merge][bad-input]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  std::string other = make_base(tmp / "other", 99);
+  extract_to(tmp / "other", other, sel_a(), tmp / "foreign");
+  CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "foreign"}, {}, tmp / "x1"), Catch::Contains("not from this base"));
+  MergeOptions force;
+  force.force = true;
+  CHECK_NOTHROW(merge(tmp / "base", {tmp / "foreign"}, force, tmp / "x2"));
+  extract_to(tmp / "base", h, sel_a(), tmp / "a");
+  ExpertSelection overlapping;
+  overlapping.kept = {{0, {0, 1, 2}}, {1, {0, 3, 4}}};
+  extract_to(tmp / "base", h, overlapping, tmp / "o");
+  CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "a", tmp / "o"}, {}, tmp / "x3"), Catch::Contains("also carried by"));
+  MergeOptions first;
+  first.overlap = "first";
+  CHECK_NOTHROW(merge(tmp / "base", {tmp / "a", tmp / "o"}, first, tmp / "x4"));
+  // A module whose config lost its lineage.
+  fs::create_directories(tmp / "plain");
+  save_checkpoint(tiny_config(), random_weights(tiny_config(), 1), tmp / "plain");
+  CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "plain"}, {}, tmp / "x5"), Catch::Contains("not a module made by emo extract"));
+}
