@@ -3,12 +3,14 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/util/fs.h"
@@ -44,6 +46,23 @@ inline long rss_anon_kb() {
     in.ignore(1 << 10, '\n');
   }
   return -1;
+}
+
+// Samples RssAnon every 20 ms while `f` runs; returns the peak in kB.
+inline long peak_rss_anon_kb(const std::function<void()>& f) {
+  std::atomic<bool> done{false};
+  std::atomic<long> peak{rss_anon_kb()};
+  std::thread sampler([&] {
+    while (!done) {
+      long now = rss_anon_kb();
+      if (now > peak) peak = now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  f();
+  done = true;
+  sampler.join();
+  return peak;
 }
 
 inline double median(std::vector<double> v) {

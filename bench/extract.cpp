@@ -5,9 +5,7 @@
 // peak anonymous memory of the extraction. Goals: ratio <= 1.3x, RssAnon <= 1 GiB.
 //
 //   bench_extract [--model DIR] [--dir SCRATCH] [--keep 16] [--rounds 2]
-#include <atomic>
 #include <cstring>
-#include <thread>
 
 #include "bench/bench_util.h"
 #include "core/checkpoint/init.h"
@@ -17,27 +15,6 @@
 
 using namespace emo;
 using namespace emo::bench;
-
-namespace {
-
-// Samples RssAnon every 20 ms while `f` runs; returns the peak in kB.
-long peak_rss_anon_kb(const std::function<void()>& f) {
-  std::atomic<bool> done{false};
-  std::atomic<long> peak{rss_anon_kb()};
-  std::thread sampler([&] {
-    while (!done) {
-      long now = rss_anon_kb();
-      if (now > peak) peak = now;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  });
-  f();
-  done = true;
-  sampler.join();
-  return peak;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   fs::path dir = "/tmp/emo-bench-extract", model;

@@ -7,9 +7,7 @@
 // Goals: ratio <= 1.3x, peak RssAnon <= 1 GiB.
 //
 //   bench_merge [--dir SCRATCH] [--full DIR] [--rounds 2]
-#include <atomic>
 #include <cstring>
-#include <thread>
 
 #include "bench/bench_util.h"
 #include "core/checkpoint/content_hash.h"
@@ -22,22 +20,6 @@ using namespace emo;
 using namespace emo::bench;
 
 namespace {
-
-long peak_rss_anon_kb(const std::function<void()>& f) {
-  std::atomic<bool> done{false};
-  std::atomic<long> peak{rss_anon_kb()};
-  std::thread sampler([&] {
-    while (!done) {
-      long now = rss_anon_kb();
-      if (now > peak) peak = now;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  });
-  f();
-  done = true;
-  sampler.join();
-  return peak;
-}
 
 void ensure_base(const fs::path& dir, int layers) {
   if (fs::exists(dir / "config.json")) return;
@@ -114,6 +96,9 @@ int main(int argc, char** argv) {
   std::printf("\nbase: 4-layer slice of emo-1b14b, %.2f GB (bf16); module: 16 of 128 experts per layer\n", gb);
   std::printf("%-28s %8.2f s\n%-28s %8.2f s\nratio merge/cp = %.2fx (goal <= 1.3x)\n", "cp -r + sync", cp, "emo merge", em, em / cp);
   if (!full.empty()) {
+    // The full shape's output needs the room of the slice: drop the slice first.
+    fs::remove_all(base);
+    fs::remove_all(dir / "module-4layers");
     fs::path fmod = ensure_module(full, dir / "module-full");
     long peak = 0;
     double secs = 0;

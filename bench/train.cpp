@@ -9,10 +9,13 @@
 //     routed, expert FFN 64, vocabulary 8002, batch 32 x 256): emo's tokens/s, goal >= 2x
 //     the ~2,300 tokens/s of a plain PyTorch implementation on 2 cores.
 //
-// Each side runs one warm-up step, then --steps timed steps; tokens/s is of the median step
-// (the machine may be shared).
+// Each side runs one warm-up step, then --steps timed steps, the two alternating step by
+// step so that both see the same load; tokens/s is of the median step.
 //
 //   bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)]
+//               [--profile TRACE.json: emo's steps only, alone, as a chrome://tracing file]
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <cstring>
 
 #include "bench/bench_util.h"
@@ -64,7 +67,10 @@ ModelConfig shape(const std::string& which) {
 }
 
 // emo: the trainer itself, timed per step from its metrics (the first step warms up).
-double emo_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, int steps, const fs::path& dir) {
+// After each of its steps `between` runs once (the baseline's step), so the two
+// alternate and see the same load on a shared machine.
+double emo_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, int steps, const fs::path& dir,
+                             const std::function<void()>& between, const std::string& profile) {
   fs::remove_all(dir);
   fs::create_directories(dir / "model");
   InitOptions io;
@@ -82,8 +88,8 @@ double emo_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, i
   o.out = dir / "out";
   std::vector<double> per_step;
   o.on_step = [&](const Json& m) {
-    if (m["step"].get<int64_t>() == 1) return;  // warm-up
-    per_step.push_back(m["seconds"].get<double>());
+    if (m["step"].get<int64_t>() > 1) per_step.push_back(m["seconds"].get<double>());  // step 1 warms up
+    between();
   };
   TrainInputs in;
   in.checkpoint = &ck;
@@ -92,47 +98,77 @@ double emo_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, i
   in.data = &data;
   in.data_hash = "bench";
   in.pad_id = c.pad_token_id.value_or(0);
-  train(in, o);
+  if (profile.empty()) {
+    train(in, o);
+  } else {  // a chrome://tracing file of every operator emo's steps ran
+    o.on_step = [&](const Json& m) {
+      if (m["step"].get<int64_t>() > 1) per_step.push_back(m["seconds"].get<double>());
+    };
+    torch::autograd::profiler::RecordProfile guard(profile);
+    train(in, o);
+  }
   return double(batch * seq) / median(per_step);
 }
 
 // The naive step: per-expert boolean-mask loop, [tokens, vocab] logits and
 // cross_entropy, the load-balancing loss from the router logits, torch::optim::AdamW.
-double naive_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, int steps) {
-  ModelWeights w = init_weights(c, 0, {});
-  std::vector<torch::Tensor> params;
-  for (auto& p : named_params(w, c))
-    if (p.tensor->defined()) p.tensor->requires_grad_(true), params.push_back(*p.tensor);
-  Model model(c, std::move(w));
-  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4).weight_decay(0.0));
-  auto gen = at::detail::createCPUGenerator(1);
-  auto ids = at::randint(0, c.vocab_size - 2, {batch, seq}, gen, torch::kInt64);
-  auto step = [&] {
+class NaiveStep {
+ public:
+  NaiveStep(const ModelConfig& c, int64_t batch, int64_t seq) : c_(c), seq_(seq), model_(c, init_weights(c, 0, {})) {
+    for (auto& p : named_params(model_.weights(), c))
+      if (p.tensor->defined()) p.tensor->requires_grad_(true), params_.push_back(*p.tensor);
+    opt_ = std::make_unique<torch::optim::AdamW>(params_, torch::optim::AdamWOptions(1e-4).weight_decay(0.0));
+    auto gen = at::detail::createCPUGenerator(1);
+    ids_ = at::randint(0, c.vocab_size - 2, {batch, seq}, gen, torch::kInt64);
+  }
+
+  // Runs one step; the first is a warm-up and is not timed.
+  void operator()() {
+    double s = seconds_of([&] { step(); });
+    if (++calls_ > 1) seconds_.push_back(s);
+  }
+  double tokens_per_second() const { return seconds_.empty() ? 0.0 : double(ids_.numel()) / median(seconds_); }
+
+ private:
+  void step() {
     RouterTrace trace;
     ForwardOptions fo;
     fo.dispatch = Dispatch::MaskLoop;
     fo.trace = &trace;
-    auto logits = model.forward({ids}, fo);
-    auto ce = torch::nn::functional::cross_entropy(logits.narrow(1, 0, seq - 1).reshape({-1, c.vocab_size}),
-                                                   ids.narrow(1, 1, seq - 1).reshape({-1}));
+    auto logits = model_.forward({ids_}, fo);
+    auto ce = torch::nn::functional::cross_entropy(logits.narrow(1, 0, seq_ - 1).reshape({-1, c_.vocab_size}),
+                                                   ids_.narrow(1, 1, seq_ - 1).reshape({-1}));
     torch::Tensor lb = torch::zeros({});
     for (const auto& l : trace.logits) {  // Switch-style balance term, as HF computes it
       if (!l.defined()) continue;
       auto p = torch::softmax(l, -1);
-      auto top = std::get<1>(p.topk(c.num_experts_per_tok, -1));
+      auto top = std::get<1>(p.topk(c_.num_experts_per_tok, -1));
       auto frac = torch::one_hot(top, l.size(1)).to(torch::kFloat32).mean(std::vector<int64_t>{0, 1});
       lb = lb + (frac * p.mean(0)).sum() * double(l.size(1));
     }
     auto loss = ce + 0.01 * lb;
-    opt.zero_grad();
+    opt_->zero_grad();
     loss.backward();
-    torch::nn::utils::clip_grad_norm_(params, 1.0);
-    opt.step();
-  };
-  step();  // warm-up
-  std::vector<double> per_step;
-  for (int i = 0; i < steps; ++i) per_step.push_back(seconds_of(step));
-  return double(batch * seq) / median(per_step);
+    torch::nn::utils::clip_grad_norm_(params_, 1.0);
+    opt_->step();
+  }
+
+  ModelConfig c_;
+  int64_t seq_;
+  Model model_;
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  torch::Tensor ids_;
+  int calls_ = 0;
+  std::vector<double> seconds_;
+};
+
+// Both contenders, their steps alternating; returns {naive, emo} tokens/s.
+std::pair<double, double> measure(const ModelConfig& c, int64_t batch, int64_t seq, int steps, const fs::path& dir,
+                                  const std::string& profile) {
+  NaiveStep naive(c, batch, seq);
+  double ours = emo_tokens_per_second(c, batch, seq, steps, dir, std::ref(naive), profile);
+  return {naive.tokens_per_second(), ours};
 }
 
 }  // namespace
@@ -140,12 +176,13 @@ double naive_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq,
 int main(int argc, char** argv) {
   int steps = 5, threads = 0;
   int64_t moe_batch = 32;
-  std::string which = "both";
+  std::string which = "both", profile;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--shape")) which = argv[i + 1];
     else if (!std::strcmp(argv[i], "--moe-batch")) moe_batch = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--profile")) profile = argv[i + 1];
   }
   configure_threads(threads);
   set_log_level(LogLevel::Warn);
@@ -158,8 +195,7 @@ int main(int argc, char** argv) {
                 (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_experts,
                 (long long)c.num_experts_per_tok, (long long)c.intermediate_size, (long long)c.vocab_size,
                 (long long)batch, (long long)seq, at::get_num_threads());
-    double naive = naive_tokens_per_second(c, batch, seq, steps);
-    double ours = emo_tokens_per_second(c, batch, seq, steps, dir);
+    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile);
     std::printf("  %-44s %9.0f tokens/s\n", "naive step (mask loop, full logits, AdamW)", naive);
     std::printf("  %-44s %9.0f tokens/s\n", "emo trainer", ours);
     std::printf("  ratio emo/naive = %.2fx (goal >= 2x)\n", ours / naive);
@@ -170,8 +206,7 @@ int main(int argc, char** argv) {
     std::printf("small shape: 4 layers, hidden 128, 4 heads, 31 routed + 1 shared experts, top-3 routed, expert FFN 64, "
                 "vocab 8002; batch %lld x %lld; %d threads\n",
                 (long long)batch, (long long)seq, at::get_num_threads());
-    double naive = naive_tokens_per_second(c, batch, seq, steps);
-    double ours = emo_tokens_per_second(c, batch, seq, steps, dir);
+    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile);
     std::printf("  %-44s %9.0f tokens/s\n", "naive step (mask loop, full logits, AdamW)", naive);
     std::printf("  %-44s %9.0f tokens/s\n", "emo trainer", ours);
     std::printf("  emo = %.2fx the naive step; %.2fx the ~2,300 tokens/s of plain PyTorch (goal >= 2x)\n", ours / naive,

@@ -253,9 +253,9 @@ void stream_view(const TensorView& view, DType dtype, const ByteSink& sink) {
   const MappedFile& map = *view.owner;
   const size_t base = size_t(view.data - map.data());
   if (dtype == view.dtype) {
-    // Large slices: copy_file_range is much faster per call on big ranges (as cp uses
-    // it), and the hash of each slice runs beside its copy.
-    const uint64_t slice = 1ull << 30;
+    // 64 MB slices: large enough for fast copy_file_range calls (as cp makes them),
+    // small enough that the writer's copy of one slice overlaps the hash of the next.
+    const uint64_t slice = 64ull << 20;
     for (uint64_t off = 0; off < view.nbytes; off += slice) {
       uint64_t n = std::min(slice, view.nbytes - off);
       sink.mapped(map, view.data + off, size_t(n));

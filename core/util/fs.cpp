@@ -64,12 +64,13 @@ void OutFile::write(const void* data, size_t n) {
     n -= size_t(w);
     written_ += uint64_t(w);
   }
+  start_writeback();
 }
 
 void OutFile::copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped) {
   const char* mapped_bytes = static_cast<const char*>(same_bytes_mapped);
   if (pending_.n && pending_.fd == src_fd && pending_.offset + pending_.n == src_offset &&
-      pending_.mapped + pending_.n == mapped_bytes && pending_.n + n <= (size_t(1) << 30)) {
+      pending_.mapped + pending_.n == mapped_bytes && pending_.n + n <= kCopyRun) {
     pending_.n += n;
     return;
   }
@@ -97,6 +98,15 @@ void OutFile::flush_copy() {
     n -= size_t(w);
     written_ += uint64_t(w);
   }
+  start_writeback();
+}
+
+void OutFile::start_writeback() {
+  if (written_ - writeback_from_ < kCopyRun) return;
+  // Only a hint (errors surface at fdatasync): without it every byte waits for the
+  // final fsync; with it the disk writes while the next pieces are copied and hashed.
+  ::sync_file_range(fd_, loff_t(writeback_from_), loff_t(written_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+  writeback_from_ = written_;
 }
 
 void OutFile::sync() {

@@ -29,8 +29,10 @@ class OutFile {
   void write(const void* data, size_t n);
   // Appends n bytes of file `src_fd` from `src_offset`, copied inside the kernel
   // (copy_file_range) when the filesystems allow it, else through write(). Requests
-  // that continue the previous one in the same source are merged into one call: the
-  // kernel copies large ranges several times faster than many 4 MB ones.
+  // that continue the previous one in the same source are merged into one call of up
+  // to kCopyRun bytes: the kernel copies large ranges several times faster than many
+  // 4 MB ones, and a bounded run lets the copy of one run overlap the caller's work
+  // (hashing) on the next.
   // `same_bytes_mapped` (the bytes, mapped) must stay valid until the next call.
   void copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped);
   void sync();   // fdatasync
@@ -39,10 +41,12 @@ class OutFile {
   const fs::path& path() const { return path_; }
 
  private:
+  static constexpr size_t kCopyRun = size_t(64) << 20;
   void flush_copy();
+  void start_writeback();  // asks the kernel to start writing what is written so far
   fs::path path_;
   int fd_ = -1;
-  uint64_t written_ = 0;
+  uint64_t written_ = 0, writeback_from_ = 0;
   struct PendingCopy {
     int fd = -1;
     uint64_t offset = 0;
