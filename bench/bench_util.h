@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/checkpoint/init.h"
+#include "core/checkpoint/provenance.h"
 #include "core/util/fs.h"
 
 namespace emo::bench {
@@ -63,6 +65,20 @@ inline long peak_rss_anon_kb(const std::function<void()>& f) {
   done = true;
   sampler.join();
   return peak;
+}
+
+// Writes a randomly initialised emo-1b14b-shape checkpoint in bf16 (layers > 0: only that
+// many layers) with its provenance, as `emo init --preset emo-1b14b` does.
+inline void write_emo14b_shape(const fs::path& dir, int layers = 0) {
+  AtomicDir out(dir, false);
+  ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
+  if (layers > 0) c.set_override("num_hidden_layers", std::to_string(layers));
+  InitOptions o;
+  o.dtype = DType::BF16;
+  Provenance prov("init");
+  prov.output_hash = write_initialised_model(out.path(), c, o);
+  prov.write(out.path());
+  out.commit();
 }
 
 inline double median(std::vector<double> v) {

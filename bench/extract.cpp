@@ -30,14 +30,7 @@ int main(int argc, char** argv) {
   if (model.empty()) model = dir / "emo-1b14b";
   if (!fs::exists(model / "config.json")) {
     std::printf("writing the emo-1b14b checkpoint (27 GB, a few minutes)...\n");
-    AtomicDir out(model, false);
-    ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
-    InitOptions o;
-    o.dtype = DType::BF16;
-    Provenance prov("init");
-    prov.output_hash = write_initialised_model(out.path(), c, o);
-    prov.write(out.path());
-    out.commit();
+    write_emo14b_shape(model);
   }
   Checkpoint parent = Checkpoint::open(model);
   const ModelConfig& c = parent.config();

@@ -25,13 +25,8 @@ int main(int argc, char** argv) {
   fs::create_directories(dir);
   fs::path input = dir / "input";
   if (!fs::exists(input / "config.json")) {
-    ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
-    c.set_override("num_hidden_layers", std::to_string(layers));
-    InitOptions o;
-    o.dtype = DType::BF16;
     std::printf("creating the input: emo-1b14b shape with %d layers (bf16)...\n", layers);
-    fs::create_directories(input);
-    write_initialised_model(input, c, o);
+    write_emo14b_shape(input, layers);
   }
   Checkpoint ck = Checkpoint::open(input);
   const double gb = double(ck.store().bytes_on_disk()) / 1e9;

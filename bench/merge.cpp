@@ -24,15 +24,7 @@ namespace {
 void ensure_base(const fs::path& dir, int layers) {
   if (fs::exists(dir / "config.json")) return;
   std::printf("writing %s (emo-1b14b shape, %d layers, bf16)...\n", dir.c_str(), layers);
-  AtomicDir out(dir, false);
-  ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
-  c.set_override("num_hidden_layers", std::to_string(layers));
-  InitOptions o;
-  o.dtype = DType::BF16;
-  Provenance prov("init");
-  prov.output_hash = write_initialised_model(out.path(), c, o);
-  prov.write(out.path());
-  out.commit();
+  write_emo14b_shape(dir, layers);
 }
 
 // A 16-expert module of `base` (15 routed + the shared one), extracted once.

@@ -217,7 +217,7 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
     const TensorPlan& p = it->second;
     base_hasher.start([&base_digests_of_changed, bv, name = t.tensor.name] {
       Sha256 h;  // the base's own bytes of a changed tensor, to verify the base hash
-      h.update(bv.data, bv.nbytes);
+      hash_mapped_range(h, *bv.owner, bv.data, bv.nbytes);
       base_digests_of_changed[name] = {bv.dtype, bv.shape, bv.nbytes, h.hex()};
     });
     Change& change = by_layer[t.tensor.layer];

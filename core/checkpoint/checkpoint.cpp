@@ -213,7 +213,10 @@ std::string write_model(const fs::path& dir, const ModelConfig& config, const st
         got += n;
         if (got > expected) fail(dir.string(), t.tensor.name, "source produced more than ", expected, " bytes");
         // Both threads only read `data`; the source may reuse it once we return.
-        hasher.start([&h, data, n] { h.update(data, n); });
+        hasher.start([&h, data, n, file] {
+          if (file) hash_mapped_range(h, *file, data, n);
+          else h.update(data, n);
+        });
         try {
           if (file) writer.copy(p.spec.name, *file, data, n);
           else writer.write(p.spec.name, data, n);

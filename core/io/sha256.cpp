@@ -1,10 +1,15 @@
 #include "core/io/sha256.h"
 
 #include <openssl/evp.h>
+#include <unistd.h>
 
+#include <cerrno>
+
+#include <algorithm>
 #include <fstream>
 #include <vector>
 
+#include "core/io/mapped_file.h"
 #include "core/util/error.h"
 
 namespace emo {
@@ -61,6 +66,22 @@ std::string hash_file(const std::string& path) {
   }
   if (in.bad()) fail(path, "", "read failed while hashing");
   return "sha256:" + h.hex();
+}
+
+void hash_mapped_range(Sha256& h, const MappedFile& file, const void* data, size_t n) {
+  thread_local std::vector<uint8_t> buffer(size_t(1) << 20);
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  off_t at = off_t(p - file.data());
+  while (n > 0) {
+    ssize_t r = ::pread(file.fd(), buffer.data(), std::min(n, buffer.size()), at);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      h.update(p, n);
+      return;
+    }
+    h.update(buffer.data(), size_t(r));
+    p += r, at += r, n -= size_t(r);
+  }
 }
 
 }  // namespace emo
