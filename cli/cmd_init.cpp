@@ -12,39 +12,6 @@
 
 namespace emo::cli {
 
-namespace {
-
-ModelConfig load_config_file(const std::string& path) {
-  std::string text = read_text_file(path);
-  // config.json, or the same keys in YAML.
-  Json j;
-  if (!text.empty() && text.find_first_not_of(" \t\r\n") != std::string::npos &&
-      text[text.find_first_not_of(" \t\r\n")] == '{') {
-    j = parse_json(text, path);
-  } else {
-    j = yaml_to_json(load_yaml_text(text, path), path);
-  }
-  return ModelConfig::from_json(j, path);
-}
-
-// Writes tokenizer.json plus the small HF files a tokenizer loader expects.
-void write_tokenizer_files(const fs::path& out, const fs::path& tokenizer_dir, const ModelConfig& c) {
-  copy_file_synced(tokenizer_dir / "tokenizer.json", out / "tokenizer.json");
-  std::error_code ec;
-  if (fs::exists(tokenizer_dir / "LICENSE", ec)) copy_file_synced(tokenizer_dir / "LICENSE", out / "LICENSE.tokenizer");
-  Json tok_config = {{"tokenizer_class", "GPT2Tokenizer"}, {"add_bos_token", false}, {"add_eos_token", false},
-                     {"clean_up_tokenization_spaces", false}, {"model_max_length", c.max_position_embeddings},
-                     {"eos_token", "<|endoftext|>"}, {"pad_token", "<|pad|>"}, {"bos_token", nullptr},
-                     {"unk_token", nullptr}};
-  write_file_atomic(out / "tokenizer_config.json", tok_config.dump(2) + "\n");
-  Json special = {{"eos_token", "<|endoftext|>"}, {"pad_token", "<|pad|>"}};
-  write_file_atomic(out / "special_tokens_map.json", special.dump(2) + "\n");
-  Json gen = {{"_from_model_config", true}, {"eos_token_id", c.eos_token_ids.empty() ? Json() : Json(c.eos_token_ids[0])},
-              {"pad_token_id", c.pad_token_id ? Json(*c.pad_token_id) : Json()}};
-  write_file_atomic(out / "generation_config.json", gen.dump(2) + "\n");
-}
-
-}  // namespace
 
 void add_init(CLI::App& app) {
   struct Opts {
@@ -77,7 +44,7 @@ void add_init(CLI::App& app) {
     const Preset* preset = o->preset.empty() ? nullptr : &find_preset(o->preset);
     ModelConfig config = preset ? ModelConfig::from_json(parse_json(preset->config_json, "preset " + preset->name),
                                                          "preset " + preset->name)
-                                : load_config_file(o->config);
+                                : load_model_config_file(o->config);
     config.apply_overrides(parse_sets(o->sets));
     InitOptions options;
     options.seed = o->seed;
@@ -106,7 +73,7 @@ void add_init(CLI::App& app) {
     log_info("initialising ", human_count(double(params.total)), " parameters (",
              human_bytes(double(params.total * dtype_size(options.dtype))), " in ", dtype_name(options.dtype), ") into ",
              o->out);
-    std::string tokenizer = preset ? preset->tokenizer : (config.vocab_size <= 8002 ? "dolma2-8k" : "dolma2");
+    std::string tokenizer = preset ? preset->tokenizer : default_tokenizer_for(config);
     if (!tokenizer.empty()) {
       fs::path tdir = data_root() / "tokenizers" / tokenizer;
       write_tokenizer_files(out.path(), tdir, config);

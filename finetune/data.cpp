@@ -204,11 +204,12 @@ class PackedData : public TrainData {
     s.ids.assign(tokens.begin() + int64_t(begin), tokens.begin() + int64_t(end));
     s.labels = s.ids;
     s.docs.resize(size_t(seq_len));
+    // Global document indices: the same document keeps its id in every sequence it spans,
+    // which is what pretraining's per-document pool draws are keyed by.
     auto it = std::upper_bound(doc_starts.begin(), doc_starts.end(), int64_t(begin)) - 1;
-    int32_t doc = 0;
     for (size_t t = begin; t < end; ++t) {
-      while (it + 1 != doc_starts.end() && *(it + 1) <= int64_t(t)) ++it, ++doc;
-      s.docs[t - begin] = doc;
+      while (it + 1 != doc_starts.end() && *(it + 1) <= int64_t(t)) ++it;
+      s.docs[t - begin] = int32_t(it - doc_starts.begin());
     }
     return s;
   }

@@ -138,7 +138,9 @@ RouterStats router_stats(const std::vector<LbLayer>& layers, const std::vector<t
     st.counts.push_back(torch::bincount(ids.reshape({-1}), {}, L.experts).to(torch::kFloat64));
     st.probs.push_back(p.sum(0, false, torch::kFloat32));
     if (need_z) {
-      auto lse = x.to(torch::kFloat32).logsumexp(1);
+      // Routed columns only: a shared expert's weight is always 1, its logit steers nothing
+      // (OLMo-core's EMO router leaves it out of the z-loss too).
+      auto lse = x.narrow(1, 0, L.softmax_cols).to(torch::kFloat32).logsumexp(1);
       auto z = (lse * lse).sum();
       st.z_sum = st.z_sum.defined() ? st.z_sum + z : z;
     }

@@ -15,7 +15,8 @@
 //    With one micro-batch on one rank this is exactly the reference value. The counts
 //    carry no gradient, so LB is linear in P: each micro-batch contributes
 //    sum_e w[e] P_mb[e] with weights w from the global counts.
-//  - router z-loss (ST-MoE): mean over masked tokens and MoE layers of logsumexp(logits)^2.
+//  - router z-loss (ST-MoE): mean over masked tokens and MoE layers of logsumexp(logits)^2,
+//    over the routed columns (EMO's shared columns are dropped, as OLMo-core's router does).
 #pragma once
 
 #include <torch/torch.h>

@@ -72,7 +72,7 @@ class Run {
     result.start_step = start_step_;
     Json last = last_metrics_;
     std::unique_ptr<Progress> bar;
-    if (rank0()) bar = std::make_unique<Progress>("finetune", uint64_t(plan_.total), "steps");
+    if (rank0()) bar = std::make_unique<Progress>(in_.command, uint64_t(plan_.total), "steps");
     if (bar) bar->update(uint64_t(start_step_));
     auto run_start = Clock::now();
     for (int64_t s = start_step_; s < plan_.total; ++s) {
@@ -261,6 +261,7 @@ class Run {
 
   Json step(int64_t s) {
     auto t0 = Clock::now();
+    if (o_.on_step_begin) o_.on_step_begin(s);
     const std::vector<size_t> global = order_->indices(s);
     int64_t n_target = 0, n_router = 0, tokens = 0;
     for (size_t i : global) {
@@ -283,7 +284,15 @@ class Run {
     const bool use_lb = o_.lb_weight > 0 && !lb_layers_.empty();
     const bool need_z = o_.z_weight > 0 && !lb_layers_.empty();
     const bool global_lb = use_lb && o_.lb_scope == "global";
-    const double L = double(std::max<size_t>(1, lb_layers_.size()));
+    // Means over the MoE layers, or sums (router_losses_summed_over_layers): z is divided
+    // by L, the LB weights scaled by L (lb_weights divides by the layer count).
+    const double L = o_.router_losses_summed_over_layers ? 1.0 : double(std::max<size_t>(1, lb_layers_.size()));
+    const double lb_layer_scale = o_.router_losses_summed_over_layers ? double(lb_layers_.size()) : 1.0;
+    auto scale_layers = [&](std::vector<torch::Tensor> w) {
+      if (lb_layer_scale != 1.0)
+        for (auto& t : w) t = t * lb_layer_scale;
+      return w;
+    };
     std::vector<torch::Tensor> counts_global, counts_local = zero_counts();
     bool counts_are_global = false;
     if (global_lb && n_micro > 1) {
@@ -311,9 +320,9 @@ class Run {
           counts_global = all_sum(f ? f->stats.counts : zero_counts());
           counts_are_global = true;
         }
-        w = lb_weights(form_, lb_layers_, counts_global, double(n_router) * double(n_router));
+        w = scale_layers(lb_weights(form_, lb_layers_, counts_global, double(n_router) * double(n_router)));
       } else if (use_lb && f) {  // EMO's per-micro-batch form, normalised by the global tokens
-        w = lb_weights(form_, lb_layers_, f->stats.counts, double(f->stats.tokens) * double(n_router));
+        w = scale_layers(lb_weights(form_, lb_layers_, f->stats.counts, double(f->stats.tokens) * double(n_router)));
       }
       if (!f) continue;
       torch::Tensor loss = f->ce_sum / double(std::max<int64_t>(1, n_target));
@@ -482,7 +491,7 @@ class Run {
     write_file_atomic(dir / kModelCardFile,
                       model_card(in_.title + " (step " + std::to_string(done) + " of " + std::to_string(plan_.total) + ")",
                                  config_, p,
-                                 "A training checkpoint written by `emo finetune` (float32 master weights plus the "
+                                 "A training checkpoint written by `emo " + in_.command + "` (float32 master weights plus the "
                                  "optimizer state in optimizer.safetensors and trainer_state.json)."));
     dir.commit();
     log_debug("checkpoint ", target.string());
@@ -532,7 +541,7 @@ class Run {
     p.write(tmp);
     write_file_atomic(tmp / kModelCardFile,
                       model_card(in_.title, config_, p,
-                                 "A model finetuned by `emo finetune` (--train " + std::string(train_mode_name(o_.mode)) +
+                                 "A model trained by `emo " + in_.command + "` (--train " + std::string(train_mode_name(o_.mode)) +
                                      "). The training log is metrics.jsonl; checkpoints/ holds the training state."));
     write_file_atomic(tmp / "train_summary.json", summary.dump(2) + "\n");
     fs::remove(o_.out / kConfigFile, ec);  // OUT stops looking complete while its files change

@@ -1,5 +1,5 @@
-// The trainer: one loop for finetuning (emo finetune) and, later, pretraining (emo
-// pretrain adds EMO's document-pool router through TrainOptions::routing).
+// The trainer: one loop for finetuning (emo finetune) and pretraining (emo pretrain adds
+// EMO's document-pool router through TrainOptions::routing and on_step_begin).
 //
 // A step: the global batch (batch_size sequences of the seeded order) is split over the
 // ranks and into micro-batches; each micro-batch runs forward (optionally recomputing
@@ -52,6 +52,9 @@ struct TrainOptions {
   double lb_weight = 0.01;
   double z_weight = 0.0;
   std::string lb_scope = "global";  // "global": counts over the whole batch; "micro": per micro-batch
+  // false: LB and z are means over the MoE layers (EMO's HF loss); true: sums (OLMo-core
+  // attaches each MoE block's terms to the loss, which pretraining follows).
+  bool router_losses_summed_over_layers = false;
   // memory and precision
   bool checkpoint_layers = false;
   bool autocast_bf16 = false;  // CUDA: bf16 autocast over float32 master weights
@@ -70,6 +73,9 @@ struct TrainOptions {
   const RoutingControl* routing = nullptr;
   // Called after each step with its metrics record (tests, pretrain's callbacks).
   std::function<void(const Json&)> on_step;
+  // Called before each step's first forward with the 0-based step (pretraining's pool
+  // draws are keyed by it, so a resumed run draws what the uninterrupted one drew).
+  std::function<void(int64_t step)> on_step_begin;
 };
 
 struct TrainInputs {
@@ -84,6 +90,7 @@ struct TrainInputs {
   Json settings = Json::object();
   Provenance provenance{"finetune"};  // inputs and settings filled in; the trainer adds the rest
   std::string title = "emo finetune";
+  std::string command = "finetune";  // the progress label and what the model cards name
 };
 
 struct TrainResult {

@@ -45,4 +45,14 @@ std::string write_initialised_model(const fs::path& dir, const ModelConfig& conf
 void init_tensor_chunk(const CanonicalTensor& t, const ModelConfig& config, const InitOptions& options,
                        uint64_t offset, float* out, size_t n);
 
+// config.json, or the same keys in YAML (`emo init --config`, `emo pretrain --config`).
+ModelConfig load_model_config_file(const std::string& path);
+
+// tokenizer.json of `tokenizer_dir` (and its LICENSE) plus the small HF files a tokenizer
+// loader expects (tokenizer_config.json, special_tokens_map.json, generation_config.json).
+void write_tokenizer_files(const fs::path& out, const fs::path& tokenizer_dir, const ModelConfig& config);
+
+// The shipped tokenizer folder (under data/tokenizers) a config without a preset uses.
+std::string default_tokenizer_for(const ModelConfig& config);
+
 }  // namespace emo

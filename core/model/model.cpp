@@ -121,7 +121,17 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
   RouteOptions ro;
   if (options.routing) {
     if (l < options.routing->allowed.size()) ro.allowed = options.routing->allowed[l];
-    if (options.routing->pool) ro.pool_mask = options.routing->pool(int(l), logits);
+    if (options.routing->pool) {
+      torch::Tensor pool_mask;
+      {
+        // The pool is a choice (top experts of a document), not a differentiable function.
+        torch::NoGradGuard no_grad;
+        pool_mask = options.routing->pool(int(l), logits.detach(), options.document_ids);
+      }
+      // Masked logits from here on: routing, the trace and so the router losses (the
+      // reference computes load balancing and z-loss on the pooled logits).
+      if (pool_mask.defined()) logits = logits + pool_mask.to(logits.scalar_type());
+    }
   }
   Routing r = route(logits, spec, config_, x.scalar_type(), ro);
   RouterTrace* trace = options.trace;
@@ -289,8 +299,13 @@ torch::Tensor Model::run_layers(torch::Tensor h, const Batch& batch, const Forwa
   if (cache && cache->k.empty()) cache->k.resize(layers_.size()), cache->v.resize(layers_.size());
   size_t end = options.last_layer >= 0 ? std::min(layers_.size(), size_t(options.last_layer) + 1) : layers_.size();
   const bool recompute = options.checkpoint_layers && !cache && torch::GradMode::is_enabled();
+  ForwardOptions layer_options = options;
+  if (options.routing && options.routing->pool)  // an unpacked row is one document
+    layer_options.document_ids = batch.document_ids.defined() ? batch.document_ids.to(device, torch::kInt64)
+                                                              : torch::zeros({B, T}, long_opts);
   for (size_t l = 0; l < end; ++l)
-    h = recompute ? checkpointed_layer(l, h, cos, sin, mask, options) : layer_forward(l, h, cos, sin, mask, options);
+    h = recompute ? checkpointed_layer(l, h, cos, sin, mask, layer_options)
+                  : layer_forward(l, h, cos, sin, mask, layer_options);
   if (end < layers_.size()) return h;
   return norm(h, weights_.final_norm);
 }

@@ -30,9 +30,12 @@ struct Batch {
 struct RoutingControl {
   // Per layer, bool [E_layer]; an undefined tensor (or a missing layer) allows all.
   std::vector<torch::Tensor> allowed;
-  // EMO pretraining: per MoE layer, given the router logits [N, E], an additive mask
-  // [N, E] (0 / -inf) restricting each token to its document's pool.
-  std::function<torch::Tensor(int layer, const torch::Tensor& router_logits)> pool;
+  // EMO pretraining: per MoE layer, given the router logits [N, E] (N = B*T, row-major)
+  // and the batch's document ids [B, T] (zeros when the batch is not packed), an
+  // additive mask [N, E] (0 / -inf) restricting each token to its document's pool, or an
+  // undefined tensor when nothing is restricted (then routing is exactly the unpooled one).
+  // The masked logits are what the trace records, so the router losses see the pools.
+  std::function<torch::Tensor(int layer, const torch::Tensor& router_logits, const torch::Tensor& document_ids)> pool;
 };
 
 // What a forward pass can report per layer (indexed by layer; undefined for dense ones).
@@ -65,6 +68,8 @@ struct ForwardOptions {
   // Training: activation (gradient) checkpointing per layer. Each layer keeps only its
   // input and runs again during backward (only when grad mode is on and no cache).
   bool checkpoint_layers = false;
+  // Set by the model from Batch::document_ids for the routing hooks; callers leave it.
+  torch::Tensor document_ids{};
 };
 
 class Model {

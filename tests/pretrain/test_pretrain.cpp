@@ -1,0 +1,156 @@
+// emo pretrain end to end: the pool router with every expert in the pool trains exactly as
+// the standard router; stopping at a checkpoint and resuming reproduces the pool draws bit
+// for bit; two Gloo processes give the one-process load-balancing term.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "core/checkpoint/checkpoint.h"
+#include "finetune/ft_util.h"
+#include "pretrain/pretrain.h"
+
+using namespace emo;
+using namespace emo::test;
+
+namespace {
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+const std::string kCorpus = std::string(EMO_SOURCE_DIR) + "/data/corpus/valid.jsonl.gz";
+
+// A small EMO (tiny's shape, 2 layers) on 96-token sequences of the valid split.
+PretrainOptions small_run(const fs::path& out, RouterKind router, PoolRange pool = {}) {
+  PretrainOptions p;
+  p.preset = "tiny";
+  p.sets = {{"num_hidden_layers", "2"}};
+  p.init_seed = 3;
+  p.tokenizer_dir = fs::path(EMO_SOURCE_DIR) / "data/tokenizers/dolma2-8k";
+  p.data = kCorpus;
+  p.corpus.seq_len = 96;
+  p.corpus.limit = 40;
+  p.router = router;
+  p.pool = pool;
+  p.train.out = out;
+  p.train.batch_size = 4;
+  p.train.max_steps = 4;
+  p.train.seed = 7;
+  return p;
+}
+
+std::vector<Json> metrics(const fs::path& out) { return read_jsonl(out / "metrics.jsonl"); }
+
+void check_same_weights(const fs::path& a, const fs::path& b) {
+  Checkpoint x = Checkpoint::open(a), y = Checkpoint::open(b);
+  for (const auto& t : x.tensors()) {
+    INFO(t.name);
+    CHECK(tensor_bytes(x, t.name) == tensor_bytes(y, t.name));
+  }
+}
+
+bool have_torchrun() { return std::system("test -x /usr/bin/torchrun") == 0; }
+
+}  // namespace
+
+TEST_CASE("emo router with pool = all routed experts trains bit for bit as the standard router", "[pretrain]") {
+  TempDir dir;
+  auto emo_run = small_run(dir / "emo", RouterKind::Emo, {31, 31});
+  auto std_run = small_run(dir / "std", RouterKind::Standard);
+  pretrain(emo_run);
+  pretrain(std_run);
+  auto a = metrics(dir / "emo"), b = metrics(dir / "std");
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i]["loss"].get<double>() == b[i]["loss"].get<double>());
+    CHECK(a[i]["lb_loss"].get<double>() == b[i]["lb_loss"].get<double>());
+  }
+  check_same_weights(dir / "emo", dir / "std");
+  // A real pool range changes the run.
+  pretrain(small_run(dir / "pooled", RouterKind::Emo, {3, 8}));
+  CHECK(metrics(dir / "pooled")[1]["loss"].get<double>() != a[1]["loss"].get<double>());
+}
+
+TEST_CASE("stop at a checkpoint and --resume: the same pool draws, bit-identical weights", "[pretrain][resume]") {
+  TempDir dir;
+  auto whole = small_run(dir / "whole", RouterKind::Emo, {3, 12});
+  pretrain(whole);
+  // The same run, then everything after step 2 removed, as if it had stopped there.
+  auto part = small_run(dir / "part", RouterKind::Emo, {3, 12});
+  part.train.save_every = 2;
+  pretrain(part);
+  fs::remove_all(dir / "part" / "checkpoints" / "step-000004");
+  fs::remove(dir / "part" / "config.json");
+  part.train.resume = true;
+  PretrainResult r = pretrain(part);
+  CHECK(r.train.start_step == 2);
+  check_same_weights(dir / "whole", dir / "part");
+  auto a = metrics(dir / "whole"), b = metrics(dir / "part");
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i]["loss"].get<double>() == b[i]["loss"].get<double>());
+  // Another seed draws other pools (and another order): other weights.
+  auto other = small_run(dir / "other", RouterKind::Emo, {3, 12});
+  other.train.seed = 8;
+  pretrain(other);
+  Checkpoint x = Checkpoint::open(dir / "whole"), y = Checkpoint::open(dir / "other");
+  CHECK(tensor_bytes(x, x.tensors().front().name) != tensor_bytes(y, y.tensors().front().name));
+}
+
+TEST_CASE("emo pretrain: two Gloo processes give the one-process load-balancing term", "[pretrain][ddp]") {
+  if (!have_torchrun()) {
+    WARN("no /usr/bin/torchrun (Debian python3-torch): skipped");
+    return;
+  }
+  TempDir dir;
+  const std::string args = "pretrain --preset tiny --set num_hidden_layers=2 --init-seed 3 --data " + q(kCorpus) +
+                           " --limit 40 --seq-len 96 --batch-size 4 --max-steps 3 --pool-min 3 --pool-max 12 --seed 7"
+                           " --no-cache --threads 1 -q";
+  RunResult one = run_emo(args + " --out " + q(dir / "one"));
+  INFO(one.err);
+  REQUIRE(one.code == 0);
+  std::random_device rd;
+  int port = 20000 + int(rd() % 20000);
+  std::string cmd = "/usr/bin/torchrun --nnodes 1 --nproc_per_node 2 --master_addr 127.0.0.1 --master_port " +
+                    std::to_string(port) + " --redirects 2 --tee 2 --no_python " + emo_exe() + " " + args +
+                    " --out " + q(dir / "two") + " > " + q(dir / "torchrun.log") + " 2>&1";
+  int rc = std::system(cmd.c_str());
+  INFO(read_text_file(dir / "torchrun.log"));
+  REQUIRE(rc == 0);
+  auto a = metrics(dir / "one"), b = metrics(dir / "two");
+  REQUIRE(a.size() == 3);
+  REQUIRE(b.size() == 3);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::abs(a[i]["lb_loss"].get<double>() - b[i]["lb_loss"].get<double>()) < 1e-6);
+    CHECK(std::abs(a[i]["z_loss"].get<double>() - b[i]["z_loss"].get<double>()) < 1e-4);
+    CHECK(std::abs(a[i]["loss"].get<double>() - b[i]["loss"].get<double>()) < 1e-5);
+    CHECK(a[i]["expert_load_entropy"] == b[i]["expert_load_entropy"]);
+  }
+  auto prov = read_text_file(dir / "two" / "provenance.yaml");
+  CHECK(prov.find("world_size: 2") != std::string::npos);
+  CHECK(prov.find("router: emo") != std::string::npos);
+}
+
+TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, and refuses bad pools and an existing OUT", "[pretrain][cli]") {
+  TempDir dir;
+  const std::string base = "pretrain --preset tiny --set num_hidden_layers=2 --data " + q(kCorpus) +
+                           " --limit 20 --seq-len 64 --batch-size 2 --max-steps 2 --no-cache -q";
+  RunResult r = run_emo(base + " --out " + q(dir / "m") + " --json");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Json j = Json::parse(r.out);
+  CHECK(j["router"] == "emo");
+  CHECK(j["pool"] == Json::array({3, 31}));
+  CHECK(fs::exists(dir / "m" / "config.json"));
+  CHECK(fs::exists(dir / "m" / "init" / "config.json"));
+  CHECK(fs::exists(dir / "m" / "tokenizer.json"));
+  CHECK(metrics(dir / "m").size() == 2);
+  RunResult again = run_emo(base + " --out " + q(dir / "m"));
+  CHECK(again.code != 0);
+  CHECK(again.err.find("--resume") != std::string::npos);
+  RunResult bad = run_emo(base + " --out " + q(dir / "b") + " --pool-min 2");
+  CHECK(bad.code != 0);
+  CHECK(bad.err.find("top-k") != std::string::npos);
+  // The model evaluates and routes per token like any other checkpoint.
+  RunResult insp = run_emo("inspect " + q(dir / "m"));
+  CHECK(insp.code == 0);
+}
