@@ -4,10 +4,14 @@
 //          greedy generation with answer extraction (--generate)
 //   mc     multiple choice in OLMES' RC format (ARC, MMLU, HellaSwag, ... as JSONL)
 //   suite  all of them, for a model and its modules / merged models side by side
+//   sweep  quality against the number of experts kept: a module chosen per budget,
+//          evaluated masked, with a random baseline; sweep.json, sweep.md, sweep.svg
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "cli/common.h"
+#include "cli/surgery_flags.h"
 #include "core/io/jsonl.h"
 #include "core/model/generate.h"
 #include "core/util/error.h"
@@ -18,6 +22,8 @@
 #include "eval/perplexity.h"
 #include "eval/report.h"
 #include "eval/suite.h"
+#include "eval/sweep.h"
+#include "surgery/extract.h"
 
 namespace emo::cli {
 
@@ -72,6 +78,53 @@ std::vector<GsmSplitItem> gsm8k_items_for(const std::string& data, const std::st
 
 std::function<void(size_t, size_t)> progress_to(Progress& bar) {
   return [&bar](size_t done, size_t) { bar.update(done); };
+}
+
+// ---- the tasks of suite and sweep, read (and checked) before any model loads ----------
+
+// Perplexity documents of `corpus` (default: the shipped valid split), at most
+// `per_domain` of each domain (0: all).
+std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
+  if (corpus.empty()) corpus = (data_root() / "corpus" / "valid.jsonl.gz").string();
+  TextDocs docs = load_text_docs(corpus);
+  std::vector<TextDoc> kept;
+  std::map<std::string, size_t> seen;
+  for (auto& d : docs.docs)
+    if (!per_domain || seen[d.domain]++ < per_domain) kept.push_back(std::move(d));
+  if (kept.empty()) fail(corpus, "", "no documents");
+  return kept;
+}
+
+// GSM8K items and shots of a suite; `shots` < 0 means the paper's 8.
+void add_gsm8k_task(SuiteTasks& tasks, const std::string& data, const std::string& split, size_t limit, int shots,
+                    const std::string& shots_flag) {
+  std::string described;
+  tasks.gsm8k_items = gsm8k_items_for(data, split, described);
+  keep_first(tasks.gsm8k_items, limit);
+  tasks.gsm8k.shots = shots < 0 ? gsm8k_paper_shots() : shots;
+  if (tasks.gsm8k.shots > gsm8k_max_shots())
+    fail(shots_flag, std::to_string(tasks.gsm8k.shots), "more shots than the ", gsm8k_max_shots(),
+         " STD:GSM8k exemplars");
+}
+
+// One multiple-choice task; `shots` < 0 means 5 with a few-shot file, else 0. Every
+// prompt is built once here, so too few few-shot examples fail before a model loads.
+SuiteMcTask mc_task_for(const std::string& path, const std::string& fewshot_path, const std::string& template_name,
+                        int shots, size_t limit, int64_t batch) {
+  SuiteMcTask t;
+  t.path = path;
+  t.name = file_stem(path);
+  t.items = read_mc_jsonl(path);
+  keep_first(t.items, limit);
+  if (!fewshot_path.empty()) {
+    t.fewshot_path = fewshot_path;
+    t.fewshot = read_mc_jsonl(fewshot_path);
+  }
+  t.options.prompt.template_name = template_name;
+  t.options.prompt.shots = shots >= 0 ? shots : (t.fewshot.empty() ? 0 : 5);
+  t.options.batch = batch;
+  for (const auto& it : t.items) mc_context(it, t.fewshot, t.options.prompt, t.fewshot_path);
+  return t;
 }
 
 // ---- ppl -------------------------------------------------------------------------------
@@ -391,43 +444,19 @@ void add_eval_suite(CLI::App* eval) {
     // The tasks, read once (and checked) before any model loads.
     SuiteTasks tasks;
     if (!o->no_ppl) {
-      std::string corpus = o->corpus.empty() ? (data_root() / "corpus" / "valid.jsonl.gz").string() : o->corpus;
-      TextDocs docs = load_text_docs(corpus);
-      std::map<std::string, size_t> per_domain;
-      for (auto& d : docs.docs)
-        if (!o->ppl_limit || per_domain[d.domain]++ < o->ppl_limit) tasks.ppl_docs.push_back(std::move(d));
-      if (tasks.ppl_docs.empty()) fail(corpus, "", "no documents");
+      tasks.ppl_docs = ppl_docs_for(o->corpus, o->ppl_limit);
       tasks.ppl.window = o->window;
       tasks.ppl.batch = std::max<int64_t>(1, o->batch / 2);
     }
     if (!o->no_gsm8k) {
-      std::string described;
-      tasks.gsm8k_items = gsm8k_items_for(o->gsm8k_data, o->gsm8k_split, described);
-      keep_first(tasks.gsm8k_items, o->gsm8k_limit);
-      tasks.gsm8k.shots = o->shots < 0 ? gsm8k_paper_shots() : o->shots;
-      if (tasks.gsm8k.shots > gsm8k_max_shots())
-        fail("--shots", std::to_string(tasks.gsm8k.shots), "more shots than the ", gsm8k_max_shots(),
-             " STD:GSM8k exemplars");
+      add_gsm8k_task(tasks, o->gsm8k_data, o->gsm8k_split, o->gsm8k_limit, o->shots, "--shots");
       tasks.gsm8k.batch = o->batch;
       tasks.gsm8k.max_new_tokens = o->max_new_tokens;
       tasks.gsm8k_generate = o->generate;
     }
-    for (size_t i = 0; i < o->mc.size(); ++i) {
-      SuiteMcTask t;
-      t.path = o->mc[i];
-      t.name = file_stem(t.path);
-      t.items = read_mc_jsonl(t.path);
-      keep_first(t.items, o->mc_limit);
-      if (!o->mc_fewshot.empty()) {
-        t.fewshot_path = o->mc_fewshot[i];
-        t.fewshot = read_mc_jsonl(t.fewshot_path);
-      }
-      t.options.prompt.template_name = o->mc_template;
-      t.options.prompt.shots = o->mc_shots >= 0 ? o->mc_shots : (t.fewshot.empty() ? 0 : 5);
-      t.options.batch = o->batch;
-      for (const auto& it : t.items) mc_context(it, t.fewshot, t.options.prompt, t.fewshot_path);
-      tasks.mc.push_back(std::move(t));
-    }
+    for (size_t i = 0; i < o->mc.size(); ++i)
+      tasks.mc.push_back(mc_task_for(o->mc[i], o->mc_fewshot.empty() ? "" : o->mc_fewshot[i], o->mc_template,
+                                     o->mc_shots, o->mc_limit, o->batch));
     std::vector<std::string> names;
     std::vector<Json> columns;
     LoadedModel full = load_model(o->model, o->experts, o->device, o->tokenizer);
@@ -476,16 +505,159 @@ void add_eval_suite(CLI::App* eval) {
   });
 }
 
+// ---- sweep -----------------------------------------------------------------------------
+
+// The tasks of a sweep from --tasks: ppl, gsm8k (bits per byte), gsm8k-generate (also
+// accuracy), mc (each --mc file; implied by --mc).
+struct SweepTaskFlags {
+  std::vector<std::string> tasks = {"ppl", "gsm8k"};
+  std::string ppl_data, gsm8k_data, gsm8k_split = "valid";
+  std::vector<std::string> mc;
+  size_t ppl_limit = 20, gsm8k_limit = 0, mc_limit = 0;
+  int64_t window = 256;
+  int gsm8k_shots = -1, max_new_tokens = 512;
+
+  bool wants(const std::string& task) const { return std::find(tasks.begin(), tasks.end(), task) != tasks.end(); }
+
+  SuiteTasks read(int64_t batch) const {
+    if (wants("mc") && mc.empty()) fail("--tasks", "mc", "give the multiple-choice files with --mc FILE ...");
+    SuiteTasks t;
+    if (wants("ppl")) {
+      t.ppl_docs = ppl_docs_for(ppl_data, ppl_limit);
+      t.ppl.window = window;
+      t.ppl.batch = batch;
+    }
+    if (wants("gsm8k") || wants("gsm8k-generate")) {
+      add_gsm8k_task(t, gsm8k_data, gsm8k_split, gsm8k_limit, gsm8k_shots, "--gsm8k-shots");
+      t.gsm8k.batch = batch;
+      t.gsm8k.max_new_tokens = max_new_tokens;
+      t.gsm8k_generate = wants("gsm8k-generate");
+    }
+    for (const auto& path : mc) t.mc.push_back(mc_task_for(path, "", "rc", 0, mc_limit, batch));
+    return t;
+  }
+};
+
+// What the selection read (nothing for the random method).
+Json examples_record(const ExampleFlags& flags, const RoutedExamples* ex) {
+  return {{"data", ex ? Json(flags.source.path) : Json(nullptr)},
+          {"format", ex ? ex->examples.format : flags.source.format},
+          {"limit", flags.source.limit},
+          {"examples_hash", ex ? Json(ex->examples.set_hash) : Json(nullptr)}};
+}
+
+// sweep.md: a title, what the columns mean, the table, and the chart beside it.
+std::string sweep_markdown(const std::string& model, const SweepRequest& req, const std::string& dtype,
+                           const Table& t) {
+  return "# Budget sweep: " + req.method + (req.random_baseline ? " vs random" : "") + "\n\nModel `" + model +
+         "`; experts kept per layer, shared ones included; memory = the module's weights in " + dtype + ".\n\n" +
+         render_markdown(t) + "\n![quality vs experts kept](sweep.svg)\n";
+}
+
+void add_eval_sweep(CLI::App* eval) {
+  struct Opts {
+    std::string model, device = "auto", tokenizer, out;
+    ExampleFlags examples;
+    SweepRequest request;
+    SweepTaskFlags tasks;
+    bool force = false, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = eval->add_subcommand(
+      "sweep", "Quality vs experts kept: a module per budget, evaluated masked, against a random baseline");
+  cmd->add_option("--model", o->model, "Checkpoint directory of the full model")->required();
+  o->examples.add(cmd);
+  cmd->get_option("--batch")->description("Examples (routing) and requests (evaluation) per forward pass");
+  cmd->get_option("--shots")->description(
+      "GSM8K selection examples: exemplars before each (evaluation: --gsm8k-shots)");
+  cmd->add_option("--method", o->request.method, "Selection method (`emo select --method help` lists them)");
+  cmd->add_option("--keep", o->request.keep,
+                  "Budgets: experts kept per layer, shared ones included, e.g. 8,16,32,64,128")
+      ->delimiter(',')
+      ->required();
+  cmd->add_flag("--random", o->request.random_baseline, "Also a seeded random module at every budget (the baseline)");
+  cmd->add_option("--seed", o->request.seed, "Seed of the random modules");
+  cmd->add_option("--tasks", o->tasks.tasks, "Comma list of ppl, gsm8k, gsm8k-generate, mc (default ppl,gsm8k)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"ppl", "gsm8k", "gsm8k-generate", "mc"}));
+  cmd->add_option("--ppl-data", o->tasks.ppl_data,
+                  "Perplexity corpus, JSONL(.gz) of {text, domain} (default: the shipped valid split)");
+  cmd->add_option("--ppl-limit", o->tasks.ppl_limit, "Documents per domain (0: all)");
+  cmd->add_option("--window", o->tasks.window, "Perplexity window in tokens");
+  cmd->add_option("--gsm8k-data", o->tasks.gsm8k_data, "A GSM8K JSONL (default: the shipped valid split)");
+  cmd->add_option("--gsm8k-split", o->tasks.gsm8k_split, "Without --gsm8k-data: train or valid")
+      ->check(CLI::IsMember({"train", "valid"}));
+  cmd->add_option("--gsm8k-limit", o->tasks.gsm8k_limit, "Only the first N GSM8K items (0: all)");
+  cmd->add_option("--gsm8k-shots", o->tasks.gsm8k_shots, "GSM8K exemplars in the evaluation prompt, 0-8 (default 8)");
+  cmd->add_option("--max-new-tokens", o->tasks.max_new_tokens, "gsm8k-generate: at most this many new tokens");
+  cmd->add_option("--mc", o->tasks.mc, "Multiple-choice JSONL files, 0-shot RC (adds the mc task)");
+  cmd->add_option("--mc-limit", o->tasks.mc_limit, "Only the first N questions of each file (0: all)");
+  cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's)");
+  cmd->add_option("--device", o->device, "auto, cpu or cuda");
+  cmd->add_option("--out", o->out, "Write sweep.json, sweep.md and sweep.svg into this new directory")->required();
+  cmd->add_flag("--force", o->force, "Replace --out if it exists");
+  cmd->add_flag("--json", o->json, "Print sweep.json instead of the table");
+  cmd->footer(
+      "Writes --out/sweep.json (every point: experts kept, parameters, bytes, metrics, the kept experts and the\n"
+      "full task results), --out/sweep.md (the table) and --out/sweep.svg (one line chart per metric: quality vs\n"
+      "experts kept, selected vs random, the full model dashed); prints the table. No module is written: each\n"
+      "point is the full model with routing restricted to the module's experts. Example:\n"
+      "  emo eval sweep --model out/emo --data data/gsm8k/train.jsonl --limit 1 --method router-prob \\\n"
+      "      --keep 8,16,32,64,128 --random --tasks ppl,gsm8k --gsm8k-limit 100 --out runs/sweep");
+  cmd->callback([o] {
+    if (!o->tasks.mc.empty() && !o->tasks.wants("mc")) o->tasks.tasks.push_back("mc");
+    SuiteTasks tasks = o->tasks.read(o->examples.batch);
+    // Budgets and method are checked on the config before the weights load.
+    check_sweep_request(Checkpoint::open(o->model).config(), o->request);
+    AtomicDir out(o->out, o->force);  // an existing --out fails now, not after the sweep
+    LoadedModel m = load_model(o->model, "", o->device, o->tokenizer);
+    const SelectionMethod& method = find_selection_method(o->request.method);
+    std::optional<RoutedExamples> ex;
+    std::optional<RouteStats> stats;
+    if (method.needs_stats() || method.needs_forward()) ex = read_examples(o->examples, m);
+    if (method.needs_stats())
+      stats = collect_with_progress(m, parent_content_hash(*m.checkpoint, false), *ex, o->examples, nullptr);
+    SelectionSources src;
+    src.stats = stats ? &*stats : nullptr;
+    src.model = m.model.get();
+    src.examples = ex ? &ex->tokens : nullptr;
+    src.batch = o->examples.batch;
+    src.on_step = [](const std::string& what) { log_info("eval sweep: selecting, ", what); };
+    SweepResult r = run_sweep(*m.model, *m.tokenizer, o->request, src, tasks, m.checkpoint->main_dtype(),
+                              [](size_t done, size_t total, const std::string& what) {
+                                log_info("eval sweep [", done + 1, "/", total, "]: ", what);
+                              });
+    const std::string dtype = dtype_name(m.checkpoint->main_dtype());
+    Json j = run_header("sweep", o->model, "");
+    j.erase("experts");
+    j["examples"] = examples_record(o->examples, ex ? &*ex : nullptr);
+    j["tasks"] = o->tasks.tasks;
+    j["storage_dtype"] = dtype;
+    j.update(sweep_json(o->request, r));
+    Table t = sweep_table(r);
+    write_file_atomic(out / "sweep.json", j.dump(2) + "\n");
+    write_file_atomic(out / "sweep.md", sweep_markdown(o->model, o->request, dtype, t));
+    write_file_atomic(out / "sweep.svg", render_svg(sweep_charts(r), "emo eval sweep: " + o->model));
+    out.commit();
+    if (o->json)
+      print_json(j);
+    else
+      std::fputs(render_text(t).c_str(), stdout);
+  });
+}
+
 }  // namespace
 
 void add_eval(CLI::App& app) {
-  auto* eval = app.add_subcommand("eval", "Evaluate a model or module: perplexity, GSM8K, multiple choice, suite");
+  auto* eval =
+      app.add_subcommand("eval", "Evaluate a model or module: perplexity, GSM8K, multiple choice, suite, budget sweep");
   eval->require_subcommand(1);
   eval->fallthrough();
   add_eval_ppl(eval);
   add_eval_gsm8k(eval);
   add_eval_mc(eval);
   add_eval_suite(eval);
+  add_eval_sweep(eval);
 }
 
 EMO_REGISTER_COMMAND(70, add_eval);

@@ -47,7 +47,7 @@ TEST_CASE("the emo-1b14b shape: ~14B total, ~1B active, ~28 GB in bf16 (config o
   CHECK(j["bytes_by_dtype"]["BF16"] == j["params"]["total"].get<uint64_t>() * 2);
 }
 
-TEST_CASE("the same seed gives the same bytes; the fused layout gives the same hash", "[cli]") {
+TEST_CASE("the same seed gives the same bytes, the fused layout gives the same hash", "[cli]") {
   TempDir tmp;
   auto hash = [&](const std::string& name, const std::string& extra) {
     RunResult r = run_emo("init --preset micro --out " + (tmp / name).string() + " --json " + extra);

@@ -58,7 +58,7 @@ TEST_CASE("emo logits --json equals the Python reference on a shipped preset", "
   CHECK(count_lines(bad.err) == 1);
 }
 
-TEST_CASE("emo generate is greedy and deterministic; --json gives completions", "[cli]") {
+TEST_CASE("emo generate is greedy and deterministic, --json gives completions", "[cli]") {
   std::string args = "generate --model " + tiny_model().string() + " --prompt 'The answer is' --max-new-tokens 8";
   RunResult a = run_emo(args), b = run_emo(args);
   REQUIRE(a.code == 0);
@@ -73,7 +73,7 @@ TEST_CASE("emo generate is greedy and deterministic; --json gives completions", 
   CHECK(bad.err.find("exceeds the model's context") != std::string::npos);
 }
 
-TEST_CASE("emo eval ppl: per-domain numbers; a random model is near uniform", "[cli]") {
+TEST_CASE("emo eval ppl: per-domain numbers, a random model is near uniform", "[cli]") {
   std::string data = (source_dir() / "data/corpus/valid.jsonl.gz").string();
   RunResult r = run_emo("eval ppl --model " + tiny_model().string() + " --data " + data + " --domain code --limit 5 --json");
   INFO(r.err);

@@ -36,7 +36,7 @@ double max_diff(const Json& a, const Json& b) {
 
 }  // namespace
 
-TEST_CASE("route -> select -> extract; the module runs everywhere and equals the masked model", "[cli][surgery]") {
+TEST_CASE("route -> select -> extract, the module runs everywhere and equals the masked model", "[cli][surgery]") {
   Fixture f;
   Json route = json_of(run_emo("route --model " + f.full + " --data " + f.gsm8k + " --limit 1 --shots 8 --out " +
                                f.path("s.safetensors") + " --json"));
