@@ -80,7 +80,7 @@ TEST_CASE("unknown keys survive a round trip unchanged and in order", "[config]"
   CHECK(out.dump() == j.dump());
 }
 
-TEST_CASE("edits are written back; absent defaults are not added", "[config]") {
+TEST_CASE("edits are written back and absent defaults are not added", "[config]") {
   ModelConfig c = ModelConfig::from_json(emo_base(), "config.json");
   c.num_experts = 4;
   c.num_experts_per_tok = 2;

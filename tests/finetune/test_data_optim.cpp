@@ -166,7 +166,7 @@ TEST_CASE("batch order: a seeded permutation per epoch, split over ranks", "[fin
   CHECK(rank_share(g, 1, 2) == std::vector<size_t>{8, 9});
 }
 
-TEST_CASE("AdamW follows torch.optim.AdamW; schedules follow transformers", "[finetune][optim]") {
+TEST_CASE("AdamW follows torch.optim.AdamW, schedules follow transformers", "[finetune][optim]") {
   torch::manual_seed(1);
   auto p = torch::randn({100});
   auto ref = p.clone();
@@ -201,7 +201,7 @@ TEST_CASE("AdamW follows torch.optim.AdamW; schedules follow transformers", "[fi
   CHECK(cos.at(100) == Approx(0.2));
 }
 
-TEST_CASE("freeze modes select tensors by role; shared experts are the last rows", "[finetune][freeze]") {
+TEST_CASE("freeze modes select tensors by role, shared experts are the last rows", "[finetune][freeze]") {
   ModelConfig c = ModelConfig::from_json(Json::parse(R"({"model_type": "emo", "vocab_size": 64, "hidden_size": 32,
     "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8,
     "num_experts_per_tok": 3, "num_shared_experts": 1, "pad_token_id": 1, "eos_token_id": 2})"), "test");

@@ -94,7 +94,7 @@ TEST_CASE("merging an unchanged module gives the base back, byte for byte, and s
   CHECK(read_text_file(tmp / "base" / "model.safetensors") == read_text_file(tmp / "out" / "model.safetensors"));
 }
 
-TEST_CASE("extract -> retrain -> merge -> extract gives the retrained module back; the rest stays the base", "[merge]") {
+TEST_CASE("extract -> retrain -> merge -> extract gives the retrained module back, the rest stays the base", "[merge]") {
   TempDir tmp;
   std::string h = make_base(tmp / "base");
   extract_to(tmp / "base", h, sel_a(), tmp / "m");
