@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "cli/train_report.h"
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/provenance.h"
 #include "core/io/sha256.h"
@@ -343,16 +344,7 @@ void run_finetune(const Opts& o) {
 
   TrainResult r = train(in, to);
   if (env.rank != 0) return;
-  if (o.json) {
-    Json j = r.summary;
-    j["content_hash"] = r.output_hash;
-    print_json(j);
-    return;
-  }
-  const Json& f = r.summary["final"];
-  print_line(cat("wrote ", out.string(), " (", r.steps, " steps, final loss ",
-                 f.contains("loss") ? f["loss"].get<double>() : 0.0, ", ",
-                 human_count(r.summary["tokens_per_second"].get<double>()), " tokens/s, ", r.output_hash, ")"));
+  print_train_result(r, out, o.json);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "cli/train_report.h"
 #include "core/checkpoint/init.h"
 #include "core/model/compat.h"
 #include "core/model/runtime.h"
@@ -176,18 +177,9 @@ void run_pretrain(Opts& o) {
   if (env.rank == 0) check_blas_speed_once();
   PretrainResult r = pretrain(p);
   if (env.rank != 0) return;
-  if (o.json) {
-    Json j = r.train.summary;
-    j["content_hash"] = r.train.output_hash;
-    j["router"] = o.router;
-    if (p.router == RouterKind::Emo) j["pool"] = {r.pool.min, r.pool.max};
-    print_json(j);
-    return;
-  }
-  const Json& f = r.train.summary["final"];
-  print_line(cat("wrote ", out.string(), " (", o.router, " router, ", r.train.steps, " steps, final loss ",
-                 f.contains("loss") ? f["loss"].get<double>() : 0.0, ", ",
-                 human_count(r.train.summary["tokens_per_second"].get<double>()), " tokens/s, ", r.train.output_hash, ")"));
+  Json extra = {{"router", o.router}};
+  if (p.router == RouterKind::Emo) extra["pool"] = {r.pool.min, r.pool.max};
+  print_train_result(r.train, out, o.json, extra, o.router + " router, ");
 }
 
 }  // namespace

@@ -14,12 +14,6 @@ namespace emo {
 
 namespace {
 
-uint64_t numel(const Shape& s) {
-  uint64_t n = 1;
-  for (int64_t d : s) n *= uint64_t(d);
-  return n;
-}
-
 int64_t largest_layer(const ModelConfig& c) {
   int64_t most = 0;
   for (const auto& s : c.layers()) most = std::max(most, s.num_experts);
@@ -93,18 +87,18 @@ uint64_t module_param_count(const ModelConfig& c, const ExpertSelection& sel) {
   uint64_t n = 0;
   for (const auto& t : canonical_tensors(c)) {
     if (t.role != Role::Expert && t.role != Role::Router) {
-      n += numel(t.shape);
+      n += shape_numel(t.shape, "", t.name);
       continue;
     }
     const LayerSpec& s = specs[size_t(t.layer)];
     std::vector<int64_t> routed = sel.routed_kept(c, t.layer);
     if (t.role == Role::Router) {
       // One row per kept expert: the kept routed ones and every shared one.
-      n += uint64_t(int64_t(routed.size()) + s.num_shared_experts) * numel(t.shape) / uint64_t(t.shape[0]);
+      n += uint64_t(int64_t(routed.size()) + s.num_shared_experts) * shape_numel(t.shape, "", t.name) / uint64_t(t.shape[0]);
       continue;
     }
     bool shared = t.expert >= s.num_routed();
-    if (shared || std::binary_search(routed.begin(), routed.end(), int64_t(t.expert))) n += numel(t.shape);
+    if (shared || std::binary_search(routed.begin(), routed.end(), int64_t(t.expert))) n += shape_numel(t.shape, "", t.name);
   }
   return n;
 }

@@ -206,17 +206,27 @@ class Run {
     RouterStats stats;
   };
 
-  Forward forward(const MicroBatch& mb, bool need_z) {
-    std::optional<compat::AutocastGuard> autocast;
-    if (o_.autocast_bf16) autocast.emplace(device_.type(), compat::AutocastState{true, torch::kBFloat16});
-    RouterTrace trace;
+  // The model's options for a training forward that keeps the router logits in `trace`.
+  ForwardOptions forward_options(RouterTrace& trace) const {
     trace.keep_logits = true;
     ForwardOptions fo;
     fo.routing = o_.routing;
     fo.trace = &trace;
+    return fo;
+  }
+
+  // bf16 autocast for the guard's lifetime when training on GPU in bf16.
+  void enter_autocast(std::optional<compat::AutocastGuard>& guard) const {
+    if (o_.autocast_bf16) guard.emplace(device_.type(), compat::AutocastState{true, torch::kBFloat16});
+  }
+
+  Forward forward(const MicroBatch& mb, bool need_z) {
+    std::optional<compat::AutocastGuard> autocast;
+    enter_autocast(autocast);
+    RouterTrace trace;
+    ForwardOptions fo = forward_options(trace);
     fo.checkpoint_layers = o_.checkpoint_layers;
-    Batch batch{mb.input_ids, {}, {}, mb.document_ids};
-    auto h = model_.hidden_states(batch, fo);
+    auto h = model_.hidden_states(Batch{mb.input_ids, {}, {}, mb.document_ids}, fo);
     auto rows = h.reshape({-1, h.size(-1)}).index_select(0, mb.ce_rows);
     const ModelWeights& w = model_.weights();
     const torch::Tensor& head = w.lm_head.defined() ? w.lm_head : w.embed;
@@ -231,12 +241,9 @@ class Run {
   std::vector<torch::Tensor> count_only(const MicroBatch& mb) {
     torch::NoGradGuard no_grad;
     std::optional<compat::AutocastGuard> autocast;
-    if (o_.autocast_bf16) autocast.emplace(device_.type(), compat::AutocastState{true, torch::kBFloat16});
+    enter_autocast(autocast);
     RouterTrace trace;
-    trace.keep_logits = true;
-    ForwardOptions fo;
-    fo.routing = o_.routing;
-    fo.trace = &trace;
+    ForwardOptions fo = forward_options(trace);
     if (!lb_layers_.empty()) fo.last_layer = lb_layers_.back().layer;
     model_.hidden_states(Batch{mb.input_ids, {}, {}, mb.document_ids}, fo);
     return router_stats(lb_layers_, trace.logits, mb.lb_mask, false).counts;

@@ -6,19 +6,11 @@
 
 namespace emo {
 
-namespace {
-uint64_t numel(const Shape& s) {
-  uint64_t n = 1;
-  for (int64_t d : s) n *= uint64_t(d);
-  return n;
-}
-}  // namespace
-
 ParamCounts count_params(const ModelConfig& config) {
   ParamCounts p;
   auto specs = config.layers();
   for (const auto& t : canonical_tensors(config)) {
-    uint64_t n = numel(t.shape);
+    uint64_t n = shape_numel(t.shape, "", t.name);
     p.total += n;
     if (t.role == Role::Embedding || t.role == Role::LmHead) p.embedding += n;
     if (t.role != Role::Expert) p.active += n;
