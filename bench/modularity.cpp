@@ -86,6 +86,11 @@ Json pretrain_model(const Args& a, const std::string& router, const fs::path& di
     std::printf("[%s] reusing %s\n", router.c_str(), dir.c_str());
     Json s = load_json_file((dir / "train_summary.json").string());
     s["reused"] = true;
+    // The bench always trains with the default pool range, a function of the config.
+    if (router == "emo") {
+      PoolRange pool = default_pool_range(Checkpoint::open(dir).config());
+      s["pool"] = {pool.min, pool.max};
+    }
     return s;
   }
   PretrainOptions p;
