@@ -1,11 +1,9 @@
 // emo finetune: train a model or an extracted module on task examples (SFT) or on a text
 // corpus (causal LM), on one process or data-parallel under torchrun / srun.
 #include <cmath>
-#include <cstdlib>
-#include <thread>
 
 #include "cli/common.h"
-#include "cli/train_report.h"
+#include "cli/training.h"
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/provenance.h"
 #include "core/io/sha256.h"
@@ -172,40 +170,15 @@ YAML::Node to_yaml(const Json& j) {
 }
 
 void run_finetune(const Opts& o) {
-  DistEnv env = DistEnv::from_environment();
-  // Threads: all cores by default, shared among the processes of one node.
-  if (globals().threads <= 0 && env.world > 1) {
-    int local = std::max(1, std::atoi(std::getenv("LOCAL_WORLD_SIZE") ? std::getenv("LOCAL_WORLD_SIZE") : "1"));
-    configure_threads(std::max(1, int(std::thread::hardware_concurrency()) / local));
-  } else {
-    configure_threads(globals().threads);
-  }
-  if (env.rank != 0) {
-    set_log_level(LogLevel::Warn);
-    Progress::set_enabled(false);
-  }
-
-  // Device and precision: float32 master weights everywhere; bf16 autocast on GPU.
-  LoadOptions lo = load_options_for(o.device);
+  TrainingProcess proc = start_training_process(
+      {"emo finetune", o.device, o.precision, o.dist_backend, o.out, o.dist_timeout, o.resume, o.force});
+  const DistEnv& env = proc.env;
+  LoadOptions lo = proc.load;
   lo.dtype = torch::kFloat32;
-  if (lo.device.is_cuda()) lo.device = torch::Device(torch::kCUDA, int8_t(env.local_rank));
-  bool autocast = o.precision == "bf16" || (o.precision == "auto" && lo.device.is_cuda());
-  if (autocast && !lo.device.is_cuda()) fail("--precision", "bf16", "bf16 autocast needs a GPU (--device cuda)");
-
-  std::unique_ptr<Comm> comm;
-  if (env.distributed())
-    comm = Comm::create(env, o.dist_backend, lo.device, std::chrono::milliseconds(int64_t(o.dist_timeout) * 1000));
-
-  // The output directory: a new run, a resumed one, or (--force) a fresh start.
-  fs::path out = fs::absolute(o.out);
+  const bool autocast = proc.autocast;
+  const std::unique_ptr<Comm>& comm = proc.comm;
+  const fs::path& out = proc.out;
   std::error_code ec;
-  if (o.resume && o.force) fail("emo finetune", "--resume", "--resume and --force exclude each other");
-  if (fs::exists(out, ec) && !o.resume) {
-    if (!o.force)
-      fail(out.string(), "", "exists; pass --resume to continue the run in it, or --force to start over");
-    if (env.rank == 0) fs::remove_all(out, ec);
-  }
-  if (comm) comm->barrier();
 
   Checkpoint ck = Checkpoint::open(o.model);
   const ModelConfig& config = ck.config();

@@ -2,11 +2,9 @@
 // packed corpus, with EMO's document-pool router or the standard one, on the finetune
 // trainer (one process or data-parallel under torchrun / srun).
 #include <cmath>
-#include <cstdlib>
-#include <thread>
 
 #include "cli/common.h"
-#include "cli/train_report.h"
+#include "cli/training.h"
 #include "core/checkpoint/init.h"
 #include "core/model/compat.h"
 #include "core/model/runtime.h"
@@ -103,33 +101,13 @@ void add_options(CLI::App* cmd, Opts& o) {
 }
 
 void run_pretrain(Opts& o) {
-  DistEnv env = DistEnv::from_environment();
-  if (globals().threads <= 0 && env.world > 1) {
-    int local = std::max(1, std::atoi(std::getenv("LOCAL_WORLD_SIZE") ? std::getenv("LOCAL_WORLD_SIZE") : "1"));
-    configure_threads(std::max(1, int(std::thread::hardware_concurrency()) / local));
-  } else {
-    configure_threads(globals().threads);
-  }
-  if (env.rank != 0) {
-    set_log_level(LogLevel::Warn);
-    Progress::set_enabled(false);
-  }
-  LoadOptions lo = load_options_for(o.device);
-  if (lo.device.is_cuda()) lo.device = torch::Device(torch::kCUDA, int8_t(env.local_rank));
-  bool autocast = o.precision == "bf16" || (o.precision == "auto" && lo.device.is_cuda());
-  if (autocast && !lo.device.is_cuda()) fail("--precision", "bf16", "bf16 autocast needs a GPU (--device cuda)");
-  std::unique_ptr<Comm> comm;
-  if (env.distributed())
-    comm = Comm::create(env, o.dist_backend, lo.device, std::chrono::milliseconds(int64_t(o.dist_timeout) * 1000));
-
-  fs::path out = fs::absolute(o.out);
-  std::error_code ec;
-  if (o.resume && o.force) fail("emo pretrain", "--resume", "--resume and --force exclude each other");
-  if (fs::exists(out, ec) && !o.resume) {
-    if (!o.force) fail(out.string(), "", "exists; pass --resume to continue the run in it, or --force to start over");
-    if (env.rank == 0) fs::remove_all(out, ec);
-  }
-  if (comm) comm->barrier();
+  TrainingProcess proc = start_training_process(
+      {"emo pretrain", o.device, o.precision, o.dist_backend, o.out, o.dist_timeout, o.resume, o.force});
+  const DistEnv& env = proc.env;
+  const LoadOptions& lo = proc.load;
+  const bool autocast = proc.autocast;
+  const std::unique_ptr<Comm>& comm = proc.comm;
+  const fs::path& out = proc.out;
 
   PretrainOptions p;
   p.config_file = o.config;
