@@ -17,6 +17,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
+#include "core/util/version.h"
 #include "eval/gsm8k_eval.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
@@ -35,7 +36,7 @@ Json run_header(const std::string& task, const std::string& model, const std::st
   return {{"task", task},
           {"model", model},
           {"experts", experts.empty() ? Json(nullptr) : Json(experts)},
-          {"emo_version", EMO_VERSION},
+          {"emo_version", emo_version()},
           {"command", argv}};
 }
 

@@ -39,11 +39,11 @@ fs::path data_root() {
   return fs::path(EMO_SOURCE_DIR) / "data";
 }
 
-std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets) {
+std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets, const std::string& flag) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& s : sets) {
     auto eq = s.find('=');
-    if (eq == std::string::npos || eq == 0) fail("--set", s, "expected key=value");
+    if (eq == std::string::npos || eq == 0) fail(flag, s, "expected key=value");
     out.emplace_back(s.substr(0, eq), s.substr(eq + 1));
   }
   return out;

@@ -29,8 +29,9 @@ Globals& globals();
 // the executable's install prefix, else the source tree it was built from.
 fs::path data_root();
 
-// "key=value" pairs from repeated --set flags; emo::Error for a malformed one.
-std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets);
+// "key=value" pairs from repeated --set (or `flag`) flags; emo::Error for a malformed one.
+std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,
+                                                            const std::string& flag = "--set");
 
 // "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);

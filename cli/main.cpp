@@ -10,10 +10,11 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
+#include "core/util/version.h"
 
 int main(int argc, char** argv) {
   using namespace emo;
-  CLI::App app{"emo " EMO_VERSION
+  CLI::App app{std::string("emo ") + emo_version() +
                ": modular mixture-of-experts language models.\n"
                "Extract a module (a subset of experts) from an EMO or OLMoE checkpoint, fine-tune it, merge it back,\n"
                "and record how every output was made.\n"};
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", g.threads, "CPU threads for compute (default: all cores)");
   app.add_flag("-q,--quiet", g.quiet, "No progress or informational messages (errors still print)");
   app.add_flag("-v,--verbose", g.verbose, "More messages");
-  app.set_version_flag("--version", EMO_VERSION);
+  app.set_version_flag("--version", std::string(emo_version()));
   app.parse_complete_callback([&] {
     if (g.quiet) {
       set_log_level(LogLevel::Warn);

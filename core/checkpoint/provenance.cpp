@@ -4,6 +4,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/util/error.h"
+#include "core/util/version.h"
 
 namespace emo {
 
@@ -16,7 +17,7 @@ std::string now_iso8601() {
   return buf;
 }
 
-Provenance::Provenance() : emo_version(EMO_VERSION), started(now_iso8601()) {}
+Provenance::Provenance() : emo_version(::emo::emo_version()), started(now_iso8601()) {}
 Provenance::Provenance(std::string command_name) : Provenance() { command = std::move(command_name); }
 
 YAML::Node Provenance::to_yaml() const {

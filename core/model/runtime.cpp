@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -25,15 +26,23 @@ void configure_threads(int threads) {
 
 double check_blas_speed_once() {
   static double gflops = [] {
+    // One thread and the fastest of several runs: on a busy machine a multi-threaded
+    // BLAS waits for its slowest thread and one preempted run is slow, which made this
+    // warn about OpenBLAS itself. The reference BLAS is slow on every run.
     torch::NoGradGuard no_grad;
+    int threads = at::get_num_threads();
+    at::set_num_threads(1);
     auto a = torch::randn({512, 512});
     auto b = torch::randn({512, 512});
-    auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS initialisation
-    auto start = std::chrono::steady_clock::now();
-    const int reps = 4;
-    for (int i = 0; i < reps; ++i) c = torch::mm(a, b);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / reps;
-    double g = 2.0 * 512 * 512 * 512 / secs / 1e9;
+    auto c = torch::mm(a, b);  // warm-up: BLAS initialisation
+    double best = 1e30;
+    for (int i = 0; i < 6; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      c = torch::mm(a, b);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    at::set_num_threads(threads);
+    double g = 2.0 * 512 * 512 * 512 / best / 1e9;
     // OpenBLAS does 50-200 GFLOP/s per core here; the reference BLAS does 1-3.
     if (g < 10.0)
       log_warn("matrix multiplication runs at ", int(g), " GFLOP/s: this looks like the reference BLAS. Install "

@@ -117,7 +117,9 @@ TEST_CASE("bad input: one line on stderr, non-zero exit, no output left behind",
 }
 
 TEST_CASE("every subcommand has --help saying what it writes", "[cli]") {
-  for (const char* cmd : {"inspect", "init", "convert"}) {
+  for (const char* cmd : {"inspect", "init", "convert", "tokenize", "logits", "generate", "eval ppl", "eval gsm8k",
+                          "eval mc", "eval suite", "eval sweep", "route", "select", "extract", "pretrain", "finetune",
+                          "merge", "diff", "run", "lineage", "verify"}) {
     RunResult r = run_emo(std::string(cmd) + " --help");
     INFO(cmd);
     CHECK(r.code == 0);

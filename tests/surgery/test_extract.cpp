@@ -6,8 +6,10 @@
 
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
+#include "core/text/tokenizer.h"
 #include "core/util/error.h"
 #include "surgery/surgery_fixtures.h"
+#include "test_util.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -228,4 +230,44 @@ TEST_CASE("statistics survive a save and load", "[surgery]") {
   }
   std::ofstream(tmp / "bad.safetensors") << "not a stats file";
   CHECK_THROWS(RouteStats::load((tmp / "bad.safetensors").string()));
+}
+
+TEST_CASE("modules of the shipped pretrained EMO model equal the restricted model: every method, several budgets",
+          "[surgery][extract][pretrained]") {
+  // data/models/emo-tiny: trained by recipes/modularity.yaml (bf16). Routing here is far
+  // from uniform, unlike a random model's, so near-ties between experts are rare and the
+  // methods pick genuinely different modules.
+  fs::path full = data_dir() / "models/emo-tiny";
+  Checkpoint parent = Checkpoint::open(full);
+  const ModelConfig& c = parent.config();
+  std::string hash = parent_content_hash(parent, true);
+  Model model = Model::load(parent);
+  Tokenizer tok = Tokenizer::load((full / "tokenizer.json").string());
+  Examples one;
+  one.texts = {"Question: A baker sells 12 muffins a day for 5 days. How many muffins does she sell?\n"
+               "Answer: 12 * 5 = <<12*5=60>>60 muffins.\n#### 60"};
+  TokenizedExamples ex = tokenize_examples(one, tok, 256);
+  RouteStats stats = collect_route_stats(model, ex, {});
+  auto ids = tok.encode("def add(a, b):\n    return a + b\n# In the beginning God created the heaven and the earth.");
+  auto batch = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).unsqueeze(0);
+  ExpertSelection listed;
+  for (int l = 0; l < int(c.layers().size()); ++l) listed.kept[l] = {int64_t(l), int64_t(l + 7), 30};
+  BudgetRequest fraction, per_layer;
+  fraction.keep_fraction = 0.25;
+  per_layer.keep_per_layer = {8, 4, 6, 5};
+  std::vector<BudgetRequest> budgets = {budget_keep(2), budget_keep(4), fraction, per_layer};
+  TempDir tmp;
+  int n = 0;
+  for (const auto& method : selection_methods()) {
+    for (const auto& budget : budgets) {
+      INFO(method->name() << " budget " << budget.to_json().dump());
+      SelectionSources src;
+      src.stats = &stats;
+      src.model = &model;
+      src.examples = &ex;
+      src.listed = &listed;
+      ModuleChoice choice = choose_module(c, {method->name(), budget, false, 5}, src);
+      check_module(full, hash, choice.selection, tmp / ("m" + std::to_string(n++)), batch);
+    }
+  }
 }

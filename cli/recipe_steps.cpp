@@ -1,0 +1,174 @@
+#include "cli/recipe_steps.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <set>
+
+#include "cli/common.h"
+#include "core/util/error.h"
+
+namespace emo::cli {
+
+namespace {
+
+// The commands a step may run, and where their --out points inside the step's
+// directory ("" = the directory itself).
+struct StepCommand {
+  const char* command;
+  const char* out_file;
+};
+constexpr StepCommand kStepCommands[] = {
+    {"init", ""},          {"convert", ""},      {"pretrain", ""},       {"route", "stats.safetensors"},
+    {"select", "experts.json"}, {"extract", ""}, {"finetune", ""},       {"merge", ""},
+    {"eval ppl", "ppl.json"},   {"eval gsm8k", ""}, {"eval mc", ""},     {"eval suite", ""},
+    {"eval sweep", ""},
+};
+
+// Flags the runner owns: where the output goes, replacing it, how results print.
+const std::set<std::string> kRunnerFlags = {"out", "help", "force", "overwrite", "resume", "json"};
+
+// Flags naming something a step reads: hashed into the cache key and recorded as inputs.
+const std::set<std::string> kInputPathFlags = {"model",  "base",   "module", "modules",    "data",  "experts",
+                                               "stats",  "corpus", "config", "gsm8k-data", "mc",    "mc-fewshot",
+                                               "tokenizer", "ppl-data", "prompts", "fewshot"};
+
+// While a step runs, what the command prints goes to stderr: `emo run`'s stdout is its
+// own report (and valid JSON with --json), the steps' lines are progress.
+class StdoutToStderr {
+ public:
+  StdoutToStderr() {
+    std::fflush(stdout);
+    saved_ = dup(STDOUT_FILENO);
+    if (saved_ >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
+  }
+  ~StdoutToStderr() {
+    std::fflush(stdout);
+    if (saved_ >= 0) {
+      dup2(saved_, STDOUT_FILENO);
+      close(saved_);
+    }
+  }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+std::unique_ptr<CLI::App> fresh_app() {
+  auto app = std::make_unique<CLI::App>("emo");
+  for (const auto& [order, add] : command_registry()) add(*app);
+  return app;
+}
+
+CLI::App* find_subcommand(CLI::App& app, const std::string& command) {
+  CLI::App* at = &app;
+  size_t start = 0;
+  while (start <= command.size()) {
+    size_t space = command.find(' ', start);
+    std::string word = command.substr(start, space == std::string::npos ? std::string::npos : space - start);
+    at = at->get_subcommand(word);
+    if (space == std::string::npos) break;
+    start = space + 1;
+  }
+  return at;
+}
+
+SettingSpec::Kind kind_of(const CLI::Option& opt) {
+  if (opt.get_type_size() == 0) return SettingSpec::Kind::Bool;
+  if (opt.get_expected_max() > 1) return SettingSpec::Kind::List;
+  std::string type = opt.get_type_name();
+  type = type.substr(0, type.find(':'));
+  if (type == "INT" || type == "UINT") return SettingSpec::Kind::Int;
+  if (type == "FLOAT") return SettingSpec::Kind::Float;
+  return SettingSpec::Kind::String;
+}
+
+// CLI11 describes an IsMember check in the type name: "TEXT:{a,b,c}".
+std::vector<std::string> choices_of(const CLI::Option& opt) {
+  std::string type = opt.get_type_name();
+  size_t open = type.find(":{"), close = type.find('}', open == std::string::npos ? 0 : open);
+  std::vector<std::string> choices;
+  if (open == std::string::npos || close == std::string::npos) return choices;
+  std::string body = type.substr(open + 2, close - open - 2);
+  size_t start = 0;
+  while (start <= body.size()) {
+    size_t comma = body.find(',', start);
+    choices.push_back(body.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return choices;
+}
+
+// "Writes OUT/config.json, ... and README.md." from a footer whose text runs over lines
+// and ends with an example.
+std::string first_sentence(const std::string& footer) {
+  std::string text = footer.substr(0, footer.find("Example"));
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  size_t dot = text.find(". ");
+  if (dot != std::string::npos) return text.substr(0, dot + 1);
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+StepCatalogue step_catalogue() {
+  auto app = fresh_app();
+  StepCatalogue catalogue;
+  for (const auto& sc : kStepCommands) {
+    CLI::App* cmd = find_subcommand(*app, sc.command);
+    StepTypeSpec t;
+    t.command = sc.command;
+    t.summary = cmd->get_description();
+    t.writes = first_sentence(cmd->get_footer());
+    t.out_file = sc.out_file;
+    for (const CLI::Option* opt : cmd->get_options()) {
+      if (opt->get_lnames().empty()) continue;
+      std::string key = opt->get_lnames()[0];
+      if (kRunnerFlags.count(key)) continue;
+      SettingSpec s;
+      s.key = key;
+      s.kind = kind_of(*opt);
+      s.required = opt->get_required();
+      s.input_path = kInputPathFlags.count(key) > 0;
+      s.choices = choices_of(*opt);
+      s.help = opt->get_description();
+      t.settings.push_back(s);
+    }
+    catalogue.push_back(std::move(t));
+  }
+  return catalogue;
+}
+
+void run_step_in_process(const StepCall& call) {
+  std::vector<std::string> line = call.command_line();
+  // The command's provenance records the command line it is equivalent to.
+  auto& g = globals();
+  std::vector<std::string> saved = g.argv;
+  g.argv = {"emo"};
+  g.argv.insert(g.argv.end(), line.begin(), line.end());
+  auto app = fresh_app();
+  std::vector<std::string> reversed(line.rbegin(), line.rend());  // CLI11 consumes the vector from the back
+  StdoutToStderr quiet_stdout;
+  try {
+    app->parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    g.argv = saved;
+    fail("step " + call.step->id, call.type->command, e.what());
+  } catch (const ExitStatus& s) {
+    g.argv = saved;
+    if (s.code != 0) fail("step " + call.step->id, call.type->command, "exited with status ", s.code);
+  } catch (...) {
+    g.argv = saved;
+    throw;
+  }
+  g.argv = saved;
+}
+
+}  // namespace emo::cli

@@ -1,0 +1,124 @@
+// A recipe: a YAML file naming inputs (checkpoints, data files) and steps, each step one
+// emo command with its flags as `with:` settings. Loading validates the whole file
+// before anything runs - unknown keys, wrong types, unknown commands or settings,
+// dangling references, cycles, missing files - and every error names the file, line
+// and column ("recipes/x.yaml:12:7: steps[2].with.keep: expected an integer").
+//
+//   name: quickstart
+//   description: ...
+//   inputs:
+//     base: ${emo.data}/models/emo-tiny          # or {path: ..., hash: sha256:...}
+//   steps:
+//     - id: module
+//       command: extract
+//       with: {model: "${inputs.base}", keep: 4}
+//   outputs:
+//     module: ${steps.module.out}                 # or {from: ..., show: FILE}
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/util/fs.h"
+
+namespace emo {
+
+// What a step's command accepts, as data: the command's long flags. The CLI builds it
+// from its own flag definitions, so recipes and commands cannot disagree.
+struct SettingSpec {
+  enum class Kind { String, Int, Float, Bool, List };
+  std::string key;  // the flag without "--"
+  Kind kind = Kind::String;
+  bool required = false;
+  bool input_path = false;  // a file or checkpoint the step reads: its hash enters the cache key
+  std::vector<std::string> choices;  // the allowed values, when the flag has a fixed set
+  std::string help;
+};
+const char* setting_kind_name(SettingSpec::Kind kind);
+
+struct StepTypeSpec {
+  std::string command;   // "extract", "eval suite"
+  std::string summary;
+  std::string writes;    // what the command writes (its --help footer's first sentence)
+  std::string out_file;  // "": the command's --out is the step's directory; else a file in it
+  std::vector<SettingSpec> settings;
+  const SettingSpec* find(const std::string& key) const;
+};
+using StepCatalogue = std::vector<StepTypeSpec>;
+const StepTypeSpec* find_step_type(const StepCatalogue& catalogue, const std::string& command);
+
+// Where something was written: "file:line:col" (or "--set key" for an override).
+struct SourcePos {
+  std::string file;
+  int line = 0, column = 0;  // 1-based; 0 when not from the file
+  std::string where() const;
+};
+
+struct RecipeInput {
+  std::string name;
+  std::string path;         // as written, ${...} expanded
+  fs::path resolved;        // absolute
+  std::string pinned_hash;  // optional "sha256:..."
+  SourcePos pos;
+};
+
+// A value of `with:`: a scalar or a list of scalars, each string possibly holding
+// references ${inputs.X}, ${steps.Y.out}, ${emo.data}, ${workdir}.
+struct SettingValue {
+  std::string key;
+  std::vector<std::string> items;  // one for a scalar
+  bool is_list = false;
+  bool is_bool = false, bool_value = false;
+  SourcePos pos;      // the value
+  SourcePos key_pos;  // its key
+};
+
+struct RecipeStep {
+  std::string id;
+  std::string command;
+  std::vector<SettingValue> with;
+  std::vector<std::string> depends_on;  // step ids referenced by its settings
+  SourcePos pos;
+  const SettingValue* setting(const std::string& key) const;
+};
+
+struct RecipeOutput {
+  std::string name;
+  std::string ref;   // "${steps.X.out}" or "${inputs.X}"
+  std::string show;  // a file inside the output to print at the end ("" for none)
+  SourcePos pos;
+};
+
+struct Recipe {
+  fs::path file;
+  std::string file_hash;  // sha256 of the recipe's bytes
+  std::string name, description;
+  std::vector<RecipeInput> inputs;
+  std::vector<RecipeStep> steps;  // in an order where every step follows its dependencies
+  std::vector<RecipeOutput> outputs;
+  StepCatalogue catalogue;  // what its commands accept
+  const RecipeStep* step(const std::string& id) const;
+  const RecipeInput* input(const std::string& name) const;
+};
+
+struct RecipeLoadOptions {
+  std::map<std::string, std::string> variables;  // "emo.data" -> path; ${workdir} is left for the runner
+  std::vector<std::pair<std::string, std::string>> overrides;  // --set step.key=value
+  std::map<std::string, std::string> input_paths;              // --input name=path (relative to the cwd)
+};
+
+// Parses and validates; emo::Error ("file:line:col: field: what") on the first problem.
+Recipe load_recipe(const fs::path& file, const StepCatalogue& catalogue, const RecipeLoadOptions& options);
+
+// A reference found in a string: ${inputs.X} -> {"inputs", "X"}, ${steps.Y.out} -> {"steps", "Y"}.
+struct Reference {
+  std::string kind, name;
+  size_t begin = 0, end = 0;  // the ${...} span in the string
+};
+std::vector<Reference> find_references(const std::string& text);
+
+}  // namespace emo

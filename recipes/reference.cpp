@@ -1,0 +1,42 @@
+#include "recipes/reference.h"
+
+namespace emo {
+
+namespace {
+std::string escape_cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') out += "\\|";
+    else if (c == '\n') out += ' ';
+    else out += c;
+  }
+  return out;
+}
+}  // namespace
+
+std::string recipe_reference_markdown(const StepCatalogue& catalogue) {
+  std::string md = std::string(kReferenceBegin) + "\n\n";
+  for (const auto& t : catalogue) {
+    md += "### `" + t.command + "`\n\n" + t.summary + ".";
+    if (!t.writes.empty()) md += " " + t.writes;
+    md += "\n\n";
+    md += t.out_file.empty() ? "`${steps.ID.out}` is the step's directory, `WORKDIR/ID`.\n\n"
+                             : "`${steps.ID.out}` is the file `WORKDIR/ID/" + t.out_file + "`.\n\n";
+    md += "| setting | type | |\n| --- | --- | --- |\n";
+    for (const auto& s : t.settings) {
+      std::string notes = escape_cell(s.help);
+      if (s.required) notes = "**required.** " + notes;
+      if (!s.choices.empty()) {
+        std::string list;
+        for (const auto& c : s.choices) list += (list.empty() ? "" : ", ") + ("`" + c + "`");
+        notes += " One of " + list + ".";
+      }
+      if (s.input_path) notes += " *(read: its hash enters the cache key)*";
+      md += "| `" + s.key + "` | " + setting_kind_name(s.kind) + " | " + notes + " |\n";
+    }
+    md += "\n";
+  }
+  return md + kReferenceEnd + "\n";
+}
+
+}  // namespace emo

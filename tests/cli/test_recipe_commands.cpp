@@ -1,0 +1,195 @@
+// emo run / lineage / verify from the outside, with the real commands as steps:
+// extract -> finetune -> merge -> eval on a micro model.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <regex>
+
+#include "cli_util.h"
+#include "core/io/json.h"
+#include "core/io/safetensors.h"
+
+using namespace emo;
+using namespace emo::test;
+
+namespace {
+
+std::string pipeline_recipe(const fs::path& base, const fs::path& experts) {
+  return "name: pipeline\n"
+         "inputs:\n"
+         "  base: " + base.string() + "\n"
+         "  experts: " + experts.string() + "\n"
+         "  corpus: ${emo.data}/corpus/train.jsonl.gz\n"
+         "steps:\n"
+         "  - id: module\n"
+         "    command: extract\n"
+         "    with: {model: \"${inputs.base}\", experts: \"${inputs.experts}\"}\n"
+         "  - id: tuned\n"
+         "    command: finetune\n"
+         "    with:\n"
+         "      model: ${steps.module.out}\n"
+         "      data: ${inputs.corpus}\n"
+         "      format: text\n"
+         "      domain: math\n"
+         "      limit: 8\n"
+         "      seq-len: 64\n"
+         "      batch-size: 2\n"
+         "      max-steps: 2\n"
+         "      lr: 1e-2\n"
+         "      train: routed\n"
+         "  - id: merge\n"
+         "    command: merge\n"
+         "    with: {base: \"${inputs.base}\", module: \"${steps.tuned.out}\"}\n"
+         "  - id: score\n"
+         "    command: eval ppl\n"
+         "    with: {model: \"${steps.merge.out}\", data: \"${emo.data}/corpus/valid.jsonl.gz\", limit: 2, window: 32}\n"
+         "outputs:\n"
+         "  merged: ${steps.merge.out}\n"
+         "  score: {from: \"${steps.score.out}\"}\n";
+}
+
+std::vector<std::string> states(const Json& report) {
+  std::vector<std::string> s;
+  for (const auto& e : report["steps"]) s.push_back(e["state"].get<std::string>());
+  return s;
+}
+
+// Flips one bit in the middle of a tensor's bytes (not the header).
+void flip_tensor_byte(const fs::path& file, const std::string& tensor) {
+  uint64_t at = 0;
+  {
+    auto st = SafetensorsFile::open(file.string());
+    const TensorInfo* info = st->find(tensor);
+    REQUIRE(info);
+    at = st->data_offset() + info->begin + info->nbytes() / 2;
+  }
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(std::streamoff(at));
+  char c = 0;
+  f.read(&c, 1);
+  c ^= 0x10;
+  f.seekp(std::streamoff(at));
+  f.write(&c, 1);
+}
+
+}  // namespace
+
+TEST_CASE("emo run: a pipeline runs, a second run reuses every step, one setting re-runs its step and descendants",
+          "[cli][recipes]") {
+  TempDir tmp;
+  fs::path base = tmp / "base", experts = tmp / "experts.json", recipe = tmp / "pipeline.yaml";
+  REQUIRE(run_emo("init --preset micro --seed 3 --out " + base.string()).code == 0);
+  write_file_atomic(experts, R"({"0": [0, 1], "1": [2, 3]})");
+  write_file_atomic(recipe, pipeline_recipe(base, experts));
+  std::string run = "run " + recipe.string() + " --workdir " + (tmp / "work").string() + " --json";
+
+  RunResult first = run_emo(run);
+  INFO(first.err);
+  REQUIRE(first.code == 0);
+  CHECK(states(Json::parse(first.out)) == std::vector<std::string>{"ran", "ran", "ran", "ran"});
+  CHECK(fs::exists(tmp / "work/score/ppl.json"));
+  CHECK(fs::exists(tmp / "work/run.jsonl"));
+
+  RunResult second = run_emo(run);
+  REQUIRE(second.code == 0);
+  CHECK(states(Json::parse(second.out)) == std::vector<std::string>{"cached", "cached", "cached", "cached"});
+  RunResult text = run_emo("run " + recipe.string() + " --workdir " + (tmp / "work").string());
+  CHECK(text.out.find("every step was cached: nothing ran") != std::string::npos);
+
+  // The dry run of a change says what would run; the run does exactly that.
+  RunResult plan = run_emo(run + " --dry-run --set tuned.lr=2e-2");
+  REQUIRE(plan.code == 0);
+  CHECK(states(Json::parse(plan.out)) == std::vector<std::string>{"cached", "will run", "will run", "will run"});
+  RunResult changed = run_emo(run + " --set tuned.lr=2e-2");
+  INFO(changed.err);
+  REQUIRE(changed.code == 0);
+  CHECK(states(Json::parse(changed.out)) == std::vector<std::string>{"cached", "ran", "ran", "ran"});
+  // Changing only the evaluation leaves the models alone.
+  RunResult eval_only = run_emo(run + " --set tuned.lr=2e-2 --set score.limit=1");
+  CHECK(states(Json::parse(eval_only.out)) == std::vector<std::string>{"cached", "cached", "cached", "ran"});
+}
+
+TEST_CASE("emo lineage follows the merged model to its roots; emo verify finds a flipped byte", "[cli][recipes]") {
+  TempDir tmp;
+  fs::path base = tmp / "base", experts = tmp / "experts.json", recipe = tmp / "pipeline.yaml";
+  REQUIRE(run_emo("init --preset micro --seed 3 --out " + base.string()).code == 0);
+  write_file_atomic(experts, R"({"0": [0, 1], "1": [2, 3]})");
+  write_file_atomic(recipe, pipeline_recipe(base, experts));
+  REQUIRE(run_emo("run " + recipe.string() + " --workdir " + (tmp / "work").string() + " --only merge").code != 0);
+  RunResult r = run_emo("run " + recipe.string() + " --workdir " + (tmp / "work").string());
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+
+  RunResult lineage = run_emo("lineage " + (tmp / "work/merge").string());
+  INFO(lineage.out);
+  REQUIRE(lineage.code == 0);
+  // merge <- base (init) and tuned (finetune) <- module (extract) <- base and the experts file.
+  CHECK(lineage.out.find("merge  ") == 0);
+  CHECK(lineage.out.find("[pipeline/merge]") != std::string::npos);
+  CHECK(lineage.out.find("base: init") != std::string::npos);
+  CHECK(lineage.out.find("module: finetune") != std::string::npos);
+  CHECK(lineage.out.find("[pipeline/tuned]") != std::string::npos);
+  CHECK(lineage.out.find("model: extract") != std::string::npos);
+  CHECK(lineage.out.find("[pipeline/module]") != std::string::npos);
+  CHECK(lineage.out.find("experts: (root)") != std::string::npos);
+  CHECK(lineage.out.find("data: (root)") != std::string::npos);
+  Json tree = Json::parse(run_emo("lineage " + (tmp / "work/merge").string() + " --json").out);
+  CHECK(tree["command"] == "merge");
+  CHECK(tree["inputs"].size() == 2);
+
+  for (const char* step : {"module", "tuned", "merge", "score"}) {
+    RunResult ok = run_emo("verify " + (tmp / "work" / step).string());
+    INFO(step << ": " << ok.err);
+    CHECK(ok.code == 0);
+  }
+  flip_tensor_byte(tmp / "work/merge/model.safetensors", "model.layers.1.self_attn.q_proj.weight");
+  RunResult bad = run_emo("verify " + (tmp / "work/merge").string());
+  CHECK(bad.code == 1);
+  CHECK(count_lines(bad.err) == 1);
+  CHECK(bad.err.find("output_hash: provenance records sha256:") != std::string::npos);
+  CHECK(bad.err.find("(edited or corrupted)") != std::string::npos);
+  flip_tensor_byte(tmp / "work/module/model.safetensors", "model.embed_tokens.weight");
+  CHECK(run_emo("verify " + (tmp / "work/module").string()).code == 1);
+}
+
+TEST_CASE("emo run: recipe errors are one line with file:line:col, and nothing runs", "[cli][recipes][bad-input]") {
+  TempDir tmp;
+  fs::path recipe = tmp / "bad.yaml";
+  write_file_atomic(recipe, "name: bad\nsteps:\n  - id: a\n    command: extract\n    with: {model: ., kep: 4}\n");
+  RunResult r = run_emo("run " + recipe.string() + " --workdir " + (tmp / "work").string());
+  CHECK(r.code == 1);
+  CHECK(count_lines(r.err) == 1);
+  CHECK(r.err.find("bad.yaml:5:22: steps[0] (a).with.kep: `extract` has no setting \"kep\"") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "work"));
+  write_file_atomic(recipe, "name: bad\nsteps:\n  - id: a\n    command: merge\n    with: {base: ., module: ., mode: sum}\n");
+  r = run_emo("run " + recipe.string());
+  CHECK(r.err.find("bad.yaml:5:38: steps[0] (a).with.mode: \"sum\" is not one of: replace, average") !=
+        std::string::npos);
+}
+
+TEST_CASE("the shipped recipes validate, and docs/recipes.md carries the current reference", "[cli][recipes]") {
+  for (const char* name : {"quickstart", "modularity", "budget-sweep"}) {
+    RunResult r = run_emo("run " + (source_dir() / "recipes" / (std::string(name) + ".yaml")).string() +
+                          " --dry-run --workdir " + (fs::temp_directory_path() / "emo-never-written").string());
+    INFO(name << ": " << r.err);
+    CHECK(r.code == 0);
+  }
+  // The paper-scale recipe needs the real checkpoint: any model of the family validates it.
+  TempDir tmp;
+  REQUIRE(run_emo("init --preset tiny --seed 0 --out " + (tmp / "m").string()).code == 0);
+  RunResult big = run_emo("run " + (source_dir() / "recipes/emo-1b14b-gsm8k.yaml").string() + " --dry-run --input base=" +
+                          (tmp / "m").string() + " --workdir " + (tmp / "w").string());
+  INFO(big.err);
+  CHECK(big.code == 0);
+  CHECK_FALSE(fs::exists(tmp / "w"));
+
+  RunResult ref = run_emo("run --reference");
+  REQUIRE(ref.code == 0);
+  std::string doc = read_text_file(source_dir() / "docs/recipes.md");
+  size_t begin = doc.find("<!-- generated by `emo run --reference`: begin -->");
+  size_t end = doc.find("<!-- generated by `emo run --reference`: end -->");
+  REQUIRE(begin != std::string::npos);
+  REQUIRE(end != std::string::npos);
+  std::string generated = doc.substr(begin, doc.find('\n', end) + 1 - begin);
+  CHECK(generated == ref.out);  // else: build/cli/emo run --reference, paste into docs/recipes.md
+}
