@@ -61,6 +61,22 @@ void check_module(const fs::path& full, const std::string& full_hash, const Expe
   CHECK(max_abs_diff(module, restricted) <= 1e-5);
 }
 
+// Every selection method at every budget: the budget holds (keep counts the shared
+// expert) and the extracted module equals the restricted full model.
+void check_every_method(const fs::path& full, const std::string& hash, const ModelConfig& c, SelectionSources src,
+                        const std::vector<BudgetRequest>& budgets, const fs::path& tmp, const torch::Tensor& ids) {
+  int n = 0;
+  for (const auto& method : selection_methods()) {
+    for (const auto& budget : budgets) {
+      INFO(method->name() << " budget " << budget.to_json().dump());
+      ModuleChoice choice = choose_module(c, {method->name(), budget, false, 5}, src);
+      if (method->name() != "explicit")
+        for (const auto& [l, kept] : choice.selection.kept) CHECK(int64_t(kept.size()) + 1 == choice.budget.keep[size_t(l)]);
+      check_module(full, hash, choice.selection, tmp / ("m" + std::to_string(n++)), ids);
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("modules equal the restricted full model: every method, several budgets", "[surgery][extract]") {
@@ -81,23 +97,12 @@ TEST_CASE("modules equal the restricted full model: every method, several budget
   per_layer.keep_per_layer = {5, 3};
   budgets.push_back(fraction);
   budgets.push_back(per_layer);
-  int n = 0;
-  for (const auto& method : selection_methods()) {
-    for (const auto& budget : budgets) {
-      INFO(method->name() << " budget " << budget.to_json().dump());
-      SelectionSources src;
-      src.stats = &stats;
-      src.model = &model;
-      src.examples = &ex;
-      src.listed = &listed;
-      ModuleChoice choice = choose_module(c, {method->name(), budget, false, 5}, src);
-      if (method->name() != "explicit") {
-        // The budget holds: keep counts the shared expert.
-        for (const auto& [l, kept] : choice.selection.kept) CHECK(int64_t(kept.size()) + 1 == choice.budget.keep[size_t(l)]);
-      }
-      check_module(tmp / "full", hash, choice.selection, tmp / ("m" + std::to_string(n++)), batch);
-    }
-  }
+  SelectionSources src;
+  src.stats = &stats;
+  src.model = &model;
+  src.examples = &ex;
+  src.listed = &listed;
+  check_every_method(tmp / "full", hash, c, src, budgets, tmp.path(), batch);
 }
 
 TEST_CASE("modules equal the restricted model for every architecture option", "[surgery][extract]") {
@@ -257,17 +262,10 @@ TEST_CASE("modules of the shipped pretrained EMO model equal the restricted mode
   per_layer.keep_per_layer = {8, 4, 6, 5};
   std::vector<BudgetRequest> budgets = {budget_keep(2), budget_keep(4), fraction, per_layer};
   TempDir tmp;
-  int n = 0;
-  for (const auto& method : selection_methods()) {
-    for (const auto& budget : budgets) {
-      INFO(method->name() << " budget " << budget.to_json().dump());
-      SelectionSources src;
-      src.stats = &stats;
-      src.model = &model;
-      src.examples = &ex;
-      src.listed = &listed;
-      ModuleChoice choice = choose_module(c, {method->name(), budget, false, 5}, src);
-      check_module(full, hash, choice.selection, tmp / ("m" + std::to_string(n++)), batch);
-    }
-  }
+  SelectionSources src;
+  src.stats = &stats;
+  src.model = &model;
+  src.examples = &ex;
+  src.listed = &listed;
+  check_every_method(full, hash, c, src, budgets, tmp.path(), batch);
 }
