@@ -13,7 +13,7 @@ namespace emo {
 namespace {
 
 std::string text_of(const YAML::Node& n, const char* key) {
-  return n[key] && n[key].IsScalar() ? n[key].as<std::string>() : "";
+  return n[key] && n[key].IsScalar() ? n[key].Scalar() : "";
 }
 
 // The provenance document describing PATH, and the file it names when a step wrote a file.
@@ -22,7 +22,7 @@ YAML::Node provenance_doc(const fs::path& path, std::string* output_file) {
   fs::path dir = fs::is_directory(path, ec) ? path : path.parent_path();
   auto prov = Provenance::load(dir);
   if (!prov) fail(path.string(), kProvenanceFile, "missing: emo did not make this (or it was copied without it)");
-  std::string file = prov->extra["output_file"] ? prov->extra["output_file"].as<std::string>() : "";
+  std::string file = text_of(prov->extra, "output_file");
   if (!fs::is_directory(path, ec) && file != path.filename().string())
     fail(path.string(), kProvenanceFile, "the provenance beside it describes another output");
   if (output_file) *output_file = file;

@@ -99,6 +99,7 @@ class Loader {
 
   void check_keys(const YAML::Node& map, const std::string& field, const std::set<std::string>& allowed) const;
   std::string scalar(const YAML::Node& n, const std::string& field) const;
+  std::string key_text(const YAML::Node& key, const std::string& field) const;
   std::string expand_variables(const std::string& text) const;
   fs::path resolve_path(const std::string& path) const;
   void load_inputs(const YAML::Node& n);
@@ -124,13 +125,19 @@ class Loader {
 
 void Loader::check_keys(const YAML::Node& map, const std::string& field, const std::set<std::string>& allowed) const {
   for (auto it = map.begin(); it != map.end(); ++it) {
-    std::string key = it->first.as<std::string>();
+    std::string key = key_text(it->first, field);
     if (!allowed.count(key)) {
       std::string list;
       for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
       error(it->first, field.empty() ? key : field + "." + key, "unknown key (expected one of: ", list, ")");
     }
   }
+}
+
+// A mapping key: a name. YAML allows lists and mappings as keys ("? - a"); a recipe does not.
+std::string Loader::key_text(const YAML::Node& key, const std::string& field) const {
+  if (!key.IsScalar()) error(key, field, "expected a name as the key, not a list or mapping");
+  return key.Scalar();
 }
 
 std::string Loader::scalar(const YAML::Node& n, const std::string& field) const {
@@ -188,7 +195,7 @@ void Loader::load_inputs(const YAML::Node& n) {
   if (!n.IsMap()) error(n, "inputs", "expected a mapping from name to path");
   for (auto it = n.begin(); it != n.end(); ++it) {
     RecipeInput in;
-    in.name = it->first.as<std::string>();
+    in.name = key_text(it->first, "inputs");
     std::string field = "inputs." + in.name;
     in.pos = pos(it->first);
     const YAML::Node v = it->second;
@@ -252,7 +259,7 @@ void Loader::load_steps(const YAML::Node& n) {
     if (const YAML::Node w = s["with"]) {
       if (!w.IsMap()) error(w, field + ".with", "expected a mapping of the command's settings");
       for (auto it = w.begin(); it != w.end(); ++it) {
-        std::string key = it->first.as<std::string>();
+        std::string key = key_text(it->first, field + ".with");
         if (step.setting(key)) error(it->first, field + ".with." + key, "given twice");
         step.with.push_back(load_setting(key, it->second, pos(it->first), field + ".with." + key));
       }
@@ -433,7 +440,7 @@ void Loader::load_outputs(const YAML::Node& n) {
   if (!n.IsMap()) error(n, "outputs", "expected a mapping from name to ${steps.ID.out}");
   for (auto it = n.begin(); it != n.end(); ++it) {
     RecipeOutput out;
-    out.name = it->first.as<std::string>();
+    out.name = key_text(it->first, "outputs");
     std::string field = "outputs." + out.name;
     out.pos = pos(it->first);
     YAML::Node ref = it->second;

@@ -33,13 +33,21 @@ std::string hash_directory(const fs::path& dir) {
   return "sha256:" + sha256_hex(listing);
 }
 
+// A scalar member of a provenance mapping, "" when absent or not a scalar (provenance
+// files come with downloaded checkpoints: their shape is not trusted).
+std::string scalar_text(const YAML::Node& map, const char* key) {
+  if (!map.IsMap()) return "";
+  const YAML::Node v = map[key];
+  return v && v.IsScalar() ? v.Scalar() : "";
+}
+
 // The provenance that describes `path`: a checkpoint's or step directory's own, or, for
 // a file a step wrote, its step directory's (which names the file as output_file).
 std::optional<Provenance> provenance_of(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return Provenance::load(path);
   auto prov = Provenance::load(path.parent_path());
-  if (prov && prov->extra["output_file"] && prov->extra["output_file"].as<std::string>() == path.filename().string())
+  if (prov && scalar_text(prov->extra, "output_file") == path.filename().string())
     return prov;
   return std::nullopt;
 }
@@ -292,8 +300,8 @@ RunReport Runner::run() {
     e.cache_key = key.value_or("");
     std::optional<Provenance> prov = Provenance::load(d.dir);
     std::error_code ec;
-    bool cached = key && prov && prov->extra["recipe"] && prov->extra["recipe"]["cache_key"] &&
-                  prov->extra["recipe"]["cache_key"].as<std::string>() == *key && fs::exists(d.out, ec);
+    bool cached = key && prov && prov->extra["recipe"] && scalar_text(prov->extra["recipe"], "cache_key") == *key &&
+                  fs::exists(d.out, ec);
     bool run_it = selected.count(s.id) && (!cached || o_.force || forced_from);
     if (!selected.count(s.id) && !cached) {
       if (!needed.count(s.id)) {

@@ -111,7 +111,11 @@ std::optional<Provenance> Provenance::load(const fs::path& dir) {
   } catch (const YAML::Exception& e) {
     fail(path.string(), cat("line ", e.mark.line + 1, ", column ", e.mark.column + 1), "not valid YAML: ", e.msg);
   }
-  return from_yaml(n, path.string());
+  try {
+    return from_yaml(n, path.string());
+  } catch (const YAML::Exception& e) {  // a value of the wrong shape (a list where a name goes)
+    fail(path.string(), cat("line ", e.mark.line + 1, ", column ", e.mark.column + 1), "unexpected value: ", e.msg);
+  }
 }
 
 void Provenance::write(const fs::path& dir) const { write_file_atomic(dir / kProvenanceFile, to_string()); }

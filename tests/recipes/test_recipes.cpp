@@ -161,6 +161,9 @@ steps:
 TEST_CASE("recipe errors: each class names file, line and column", "[recipes][bad-input]") {
   CHECK(load_error("name: t\nstep: []\n") == "toy.yaml:2:1: step: unknown key (expected one of: description, inputs, name, outputs, steps)");
   CHECK(load_error("name: t\nsteps: [\n") .find("toy.yaml:3:1: not valid YAML") == 0);
+  // Found by fuzz_recipe: YAML allows a list as a key; it used to escape as yaml-cpp's
+  // "bad conversion" (tests/fuzz/corpus/recipe/regression-complex-key.yaml).
+  CHECK(load_error("name: t\n? [a]\n: 1\nsteps: []\n") == "toy.yaml:2:3: expected a name as the key, not a list or mapping");
   CHECK(load_error(with_step("  - id: a\n    command: make\n    with: {seed: abc}\n")) ==
         "toy.yaml:7:18: steps[0] (a).with.seed: expected an integer, got \"abc\"");
   CHECK(load_error(with_step("  - id: a\n    command: make\n    with: {seed: 1, scale: x1}\n")) ==
