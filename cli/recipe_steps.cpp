@@ -27,8 +27,10 @@ constexpr StepCommand kStepCommands[] = {
     {"eval sweep", ""},
 };
 
-// Flags the runner owns: where the output goes, replacing it, how results print.
-const std::set<std::string> kRunnerFlags = {"out", "help", "force", "overwrite", "resume", "json"};
+// Flags the runner owns: where the output goes, replacing it, how results print. A step
+// writes only into its own directory, so flags naming another file to write (select's
+// --report) are not settings either.
+const std::set<std::string> kRunnerFlags = {"out", "help", "force", "overwrite", "resume", "json", "report"};
 
 // Flags naming something a step reads: hashed into the cache key and recorded as inputs.
 const std::set<std::string> kInputPathFlags = {"model",  "base",   "module", "modules",    "data",  "experts",

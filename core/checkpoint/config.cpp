@@ -1,6 +1,8 @@
 #include "core/checkpoint/config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <set>
 
 #include "core/util/error.h"
@@ -87,8 +89,15 @@ class FieldReader {
  private:
   int64_t as_int(const std::string& key, const Json& v) const {
     // HF configs sometimes carry 4096.0 for an integer; accept exact whole floats only.
+    // Range first: converting an out-of-range double to int64 is undefined (found by fuzz_config).
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(file_, key, "integer ", v.dump(), " is too large");
     if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))) return int64_t(v.get<double>());
+    if (v.is_number_float()) {
+      double d = v.get<double>();
+      if (!(d >= -9.0e18 && d <= 9.0e18)) fail(file_, key, "integer ", v.dump(), " is too large");
+      if (d == std::floor(d)) return int64_t(d);
+    }
     fail(file_, key, "expected an integer, found ", v.type_name(), " ", v.dump());
   }
   std::vector<int64_t> as_int_list(const std::string& key, const Json& v) const {

@@ -778,7 +778,7 @@ json read_json_file(const std::string& path) {
   bytes << in.rdbuf();
   try {
     return json::parse(bytes.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers beyond double (found by fuzz_tokenizer)
     fail(path, "", "not valid JSON: ", e.what());
   }
 }
@@ -1347,7 +1347,11 @@ Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) 
 Tokenizer Tokenizer::load(const std::string& path, const TokenizerOptions& options) {
   const std::string file = resolve_path(path);
   auto impl = std::make_shared<Impl>(file, options);
-  impl->load(read_json_file(file));
+  try {
+    impl->load(read_json_file(file));
+  } catch (const json::exception& e) {  // a field of an unexpected JSON type the checks missed
+    fail(file, "", "unexpected value: ", e.what());
+  }
   return Tokenizer(std::move(impl));
 }
 

@@ -133,6 +133,12 @@ TEST_CASE("missing keys, wrong types and unrunnable configs name the key", "[con
     j["model_type"] = "llama";
     CHECK_THAT(error_of(j), Catch::Contains("'llama' is not supported"));
   }
+  SECTION("integers beyond int64 (found by fuzz_config: the float conversion was undefined)") {
+    j["hidden_size"] = 5.5e57;
+    CHECK_THAT(error_of(j), Catch::Contains("hidden_size: integer 5.5e+57 is too large"));
+    j["hidden_size"] = uint64_t(1) << 63;
+    CHECK_THAT(error_of(j), Catch::Contains("hidden_size: integer 9223372036854775808 is too large"));
+  }
   SECTION("string where an integer belongs") {
     j["num_experts"] = "8";
     CHECK_THAT(error_of(j), Catch::Contains("num_experts: expected an integer"));

@@ -588,6 +588,11 @@ TEST_CASE("tokenizer: bad input gets an emo::Error naming the file and the field
   write_file(not_json, "{\"model\": [1, 2");
   CHECK_THROWS_WITH(Tokenizer::load(not_json.string()),
                     Contains(not_json.string()) && Contains("not valid JSON"));
+  // Found by fuzz_tokenizer: a number beyond double escaped as nlohmann's out_of_range.
+  const fs::path huge_number = dir / "huge-number.json";
+  write_file(huge_number, "{\"version\": 888e88888888}");
+  CHECK_THROWS_WITH(Tokenizer::load(huge_number.string()),
+                    Contains(huge_number.string()) && Contains("not valid JSON") && Contains("number overflow"));
 
   json unigram = base;
   unigram["model"]["type"] = "Unigram";
