@@ -153,10 +153,12 @@ class UsageAccumulator {
     for (size_t g = 0; g < G; ++g) o.top_experts.push_back(top_experts(r.usage[g][i].mean_prob, r.top_fraction));
     o.jaccard.assign(G, std::vector<double>(G, 1.0));
     o.cosine.assign(G, std::vector<double>(G, 1.0));
+    o.correlation.assign(G, std::vector<double>(G, 1.0));
     for (size_t a = 0; a < G; ++a)
       for (size_t b = 0; b < G; ++b) {
         o.jaccard[a][b] = jaccard(o.top_experts[a], o.top_experts[b]);
         o.cosine[a][b] = cosine(r.usage[a][i].mean_prob, r.usage[b][i].mean_prob);
+        o.correlation[a][b] = correlation(r.usage[a][i].mean_prob, r.usage[b][i].mean_prob);
       }
     return o;
   }

@@ -71,6 +71,9 @@ struct LayerOverlap {
   std::vector<std::vector<int64_t>> top_experts;  // per group: its top `top_fraction` experts
   std::vector<std::vector<double>> jaccard;       // [group][group] of top_experts
   std::vector<std::vector<double>> cosine;        // [group][group] of mean_prob vectors
+  // [group][group] Pearson correlation of mean_prob vectors: the cosine after removing
+  // each vector's mean, so a near-uniform part shared by all groups does not dominate.
+  std::vector<std::vector<double>> correlation;
 };
 
 struct UsageReport {
@@ -97,6 +100,7 @@ int experts_covering(const std::vector<double>& p, double fraction);
 std::vector<int64_t> top_experts(const std::vector<double>& p, double fraction);
 double jaccard(const std::vector<int64_t>& a, const std::vector<int64_t>& b);  // sorted inputs
 double cosine(const std::vector<double>& a, const std::vector<double>& b);
+double correlation(const std::vector<double>& a, const std::vector<double>& b);  // 0 for a constant vector
 
 // ---- clusters ----------------------------------------------------------------------
 

@@ -182,14 +182,16 @@ std::string usage_summary(const UsageReport& u) {
   o += html_table(t);
   if (s.contains("mean_jaccard")) {
     o += "<p class=\"note\">Overlap between groups, mean over pairs: Jaccard of their top " + num(100 * u.top_fraction, 0) +
-         "% experts by mean probability, and the cosine similarity of their usage vectors. Lower is less "
-         "overlapping.</p>\n";
-    Table ov{{"layer", "mean Jaccard", "mean cosine"}, {}};
+         "% experts by mean probability, and the cosine similarity and correlation of their usage vectors. Lower is "
+         "less overlapping.</p>\n";
+    Table ov{{"layer", "mean Jaccard", "mean cosine", "mean correlation"}, {}};
     for (const auto& l : s["overlap_per_layer"])
       ov.rows.push_back({cat(l["layer"].get<int>()), l["mean_jaccard"].is_null() ? "-" : fixed(l["mean_jaccard"].get<double>(), 3),
-                         l["mean_cosine"].is_null() ? "-" : fixed(l["mean_cosine"].get<double>(), 3)});
+                         l["mean_cosine"].is_null() ? "-" : fixed(l["mean_cosine"].get<double>(), 3),
+                         l["mean_correlation"].is_null() ? "-" : fixed(l["mean_correlation"].get<double>(), 3)});
     ov.rows.push_back({"mean", s["mean_jaccard"].is_null() ? "-" : fixed(s["mean_jaccard"].get<double>(), 3),
-                       s["mean_cosine"].is_null() ? "-" : fixed(s["mean_cosine"].get<double>(), 3)});
+                       s["mean_cosine"].is_null() ? "-" : fixed(s["mean_cosine"].get<double>(), 3),
+                       s["mean_correlation"].is_null() ? "-" : fixed(s["mean_correlation"].get<double>(), 3)});
     o += html_table(ov);
   }
   return o;
@@ -228,13 +230,15 @@ std::string usage_maps(const UsageReport& u) {
 std::string overlap_maps(const UsageReport& u) {
   if (u.overlap.empty()) return "";
   std::string o = "<h2>Overlap between groups, per layer</h2>\n<p class=\"note\">Left: Jaccard of the top " +
-                  num(100 * u.top_fraction, 0) + "% experts; right: cosine similarity of the usage vectors.</p>\n";
+                  num(100 * u.top_fraction, 0) + "% experts; then the cosine similarity and the correlation of the usage vectors.</p>\n";
   for (const auto& ov : u.overlap) {
     o += "<div class=\"maps\">\n";
     o += heatmap_svg({cat("jaccard:", ov.layer), cat("layer ", ov.layer, ": Jaccard"), u.groups, u.groups, ov.jaccard,
                       0, 1, true});
     o += heatmap_svg({cat("cosine:", ov.layer), cat("layer ", ov.layer, ": cosine"), u.groups, u.groups, ov.cosine, 0,
                       1, true});
+    o += heatmap_svg({cat("correlation:", ov.layer), cat("layer ", ov.layer, ": correlation"), u.groups, u.groups,
+                      ov.correlation, -1, 1, true});
     o += "</div>\n";
   }
   return o;

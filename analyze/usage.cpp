@@ -71,6 +71,15 @@ double cosine(const std::vector<double>& a, const std::vector<double>& b) {
   return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 0.0;
 }
 
+double correlation(const std::vector<double>& a, const std::vector<double>& b) {
+  auto centered = [](std::vector<double> v) {
+    double mean = v.empty() ? 0 : total(v) / double(v.size());
+    for (double& x : v) x -= mean;
+    return v;
+  };
+  return cosine(centered(a), centered(b));
+}
+
 Json UsageReport::summary() const {
   Json groups_json = Json::object();
   double entropy = 0, n50 = 0, n90 = 0;
@@ -89,15 +98,19 @@ Json UsageReport::summary() const {
             {"mean_experts_50", n50 / c},
             {"mean_experts_90", n90 / c}};
   if (!overlap.empty()) {
-    double jac = 0, cos = 0;
+    double jac = 0, cos = 0, cor = 0;
     Json per_layer = Json::array();
     for (const auto& o : overlap) {
-      double j = mean_off_diagonal(o.jaccard), k = mean_off_diagonal(o.cosine);
-      per_layer.push_back({{"layer", o.layer}, {"mean_jaccard", number_or_null(j)}, {"mean_cosine", number_or_null(k)}});
-      jac += j, cos += k;
+      double j = mean_off_diagonal(o.jaccard), k = mean_off_diagonal(o.cosine), r = mean_off_diagonal(o.correlation);
+      per_layer.push_back({{"layer", o.layer},
+                           {"mean_jaccard", number_or_null(j)},
+                           {"mean_cosine", number_or_null(k)},
+                           {"mean_correlation", number_or_null(r)}});
+      jac += j, cos += k, cor += r;
     }
     s["mean_jaccard"] = number_or_null(jac / double(overlap.size()));
     s["mean_cosine"] = number_or_null(cos / double(overlap.size()));
+    s["mean_correlation"] = number_or_null(cor / double(overlap.size()));
     s["overlap_per_layer"] = per_layer;
   }
   return s;
@@ -121,7 +134,8 @@ Json UsageReport::to_json() const {
   }
   Json o = Json::array();
   for (const auto& ov : overlap)
-    o.push_back({{"layer", ov.layer}, {"top_experts", ov.top_experts}, {"jaccard", ov.jaccard}, {"cosine", ov.cosine}});
+    o.push_back({{"layer", ov.layer}, {"top_experts", ov.top_experts}, {"jaccard", ov.jaccard}, {"cosine", ov.cosine},
+              {"correlation", ov.correlation}});
   Json j = {{"layers", layers}, {"routed_experts", routed}, {"top_fraction", top_fraction}, {"groups", g},
             {"overlap", o}, {"summary", summary()}};
   if (overlap.empty() && groups.size() > kMaxOverlapGroups)

@@ -80,7 +80,8 @@ void print_corpus_summary(const CorpusAnalysis& a, const std::string& out) {
   print_line(line);
   if (s.contains("mean_jaccard") && !s["mean_jaccard"].is_null())
     print_line(cat("overlap between groups: mean Jaccard ", fixed(s["mean_jaccard"].get<double>(), 3),
-                   ", mean cosine ", fixed(s["mean_cosine"].get<double>(), 3)));
+                   ", mean cosine ", fixed(s["mean_cosine"].get<double>(), 3), ", mean correlation ",
+                   fixed(s["mean_correlation"].get<double>(), 3)));
   if (a.clusters)
     print_line(cat("clusters: k ", a.clusters->options.k, ", ", a.clusters->sampled, " tokens, domain purity ",
                    fixed(a.clusters->domain_purity, 3), ", NMI ", fixed(a.clusters->nmi, 3),

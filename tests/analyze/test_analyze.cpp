@@ -127,6 +127,9 @@ TEST_CASE("usage metrics: entropy, coverage, top experts, Jaccard, cosine", "[an
   CHECK(jaccard({0, 1}, {2, 3}) == 0.0);
   CHECK(cosine({1, 0}, {0, 1}) == 0.0);
   CHECK(cosine({0.5, 0.5, 0}, {0, 0.5, 0.5}) == Approx(0.5));
+  CHECK(correlation({1, 2, 3}, {2, 4, 6}) == Approx(1.0));
+  CHECK(correlation({1, 2, 3}, {3, 2, 1}) == Approx(-1.0));
+  CHECK(correlation({1, 1, 1}, {3, 2, 1}) == 0.0);
 }
 
 TEST_CASE("NMI is 1 for identical labelings and 0 for independent ones", "[analyze]") {
@@ -220,6 +223,9 @@ TEST_CASE("topic model: usage, concentration and overlap come out as constructed
   CHECK(l0.jaccard[math][math] == 1.0);
   CHECK(l0.cosine[math][legal] == Approx(0.5).margin(1e-6));
   CHECK(l0.cosine[code][legal] == Approx(0.0).margin(1e-6));
+  // Centred on 1/7: two shared-nothing pairs correlate at -0.4, one shared expert gives 0.3.
+  CHECK(l0.correlation[math][code] == Approx(-0.4).margin(1e-6));
+  CHECK(l0.correlation[math][legal] == Approx(0.3).margin(1e-6));
   // Layer 1: math {5,6} and legal {2,6} overlap; code {0,1} is apart.
   const LayerOverlap& l1 = u.overlap[1];
   CHECK(l1.jaccard[math][legal] == Approx(1.0 / 3));
@@ -278,6 +284,7 @@ TEST_CASE("word-type model: domains overlap fully and clusters split documents",
       for (size_t j = 0; j < 3; ++j) {
         CHECK(ov.jaccard[i][j] == 1.0);
         CHECK(ov.cosine[i][j] == Approx(1.0).margin(1e-3));
+        CHECK(ov.correlation[i][j] == Approx(1.0).margin(1e-3));
       }
   const ClusterReport& c = *a.clusters;
   CHECK(c.nmi < 0.05);
