@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "core/util/error.h"
 #include "core/util/progress.h"
+#include "core/util/version.h"
 #include "eval/report.h"
 
 namespace emo::cli {
@@ -58,7 +59,7 @@ Json corpus_header(const CorpusFlags& f, const LoadedModel& m, const AnalyzeCorp
           {"domains", c.domain_names},
           {"max_length", max_length},
           {"truncated_documents", c.truncated},
-          {"emo_version", EMO_VERSION},
+          {"emo_version", emo_version()},
           {"command", argv}};
 }
 
@@ -197,7 +198,7 @@ void add_analyze_prompt(CLI::App* analyze) {
     if (int64_t(ids.size()) > context) fail("--text", "", ids.size(), " tokens, more than the context (", context, ")");
     PromptAnalysis a = analyze_prompt(*m.model, ids, modules, token_text_of(*m.tokenizer));
     Json argv = globals().argv;
-    Json header = {{"model", o->model}, {"text", o->text}, {"tokens", ids.size()}, {"emo_version", EMO_VERSION},
+    Json header = {{"model", o->model}, {"text", o->text}, {"tokens", ids.size()}, {"emo_version", emo_version()},
                    {"command", argv}};
     Json j = {{"run", header}, {"analysis", a.to_json()}};
     if (!o->out.empty()) {

@@ -24,7 +24,7 @@ constexpr StepCommand kStepCommands[] = {
     {"init", ""},          {"convert", ""},      {"pretrain", ""},       {"route", "stats.safetensors"},
     {"select", "experts.json"}, {"extract", ""}, {"finetune", ""},       {"merge", ""},
     {"eval ppl", "ppl.json"},   {"eval gsm8k", ""}, {"eval mc", ""},     {"eval suite", ""},
-    {"eval sweep", ""},
+    {"eval sweep", ""},    {"analyze usage", ""}, {"analyze clusters", ""},
 };
 
 // Flags the runner owns: where the output goes, replacing it, how results print. A step
