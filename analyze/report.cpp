@@ -25,17 +25,7 @@ struct Heatmap {
   int digits = 2;
 };
 
-std::string num(double v, int digits = 1) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", digits, v);
-  return b;
-}
-
-std::string exact(double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.17g", v);
-  return b;
-}
+std::string num(double v, int digits = 1) { return svg_number(v, digits); }
 
 // A sequential blue scale (ColorBrewer "Blues" end points through a middle stop).
 std::string shade(double t) {
@@ -86,7 +76,7 @@ std::string heatmap_svg(const Heatmap& h) {
       double v = h.values[r][c], t = (v - h.lo) / (hi - h.lo);
       double x = left + cell_w * double(c);
       o += "<rect class=\"cell\" data-map=\"" + xml_escape(h.key) + "\" data-row=\"" + xml_escape(h.rows[r]) +
-           "\" data-col=\"" + xml_escape(h.cols[c]) + "\" data-v=\"" + exact(v) + "\" x=\"" + num(x) + "\" y=\"" +
+           "\" data-col=\"" + xml_escape(h.cols[c]) + "\" data-v=\"" + exact_number(v) + "\" x=\"" + num(x) + "\" y=\"" +
            num(y) + "\" width=\"" + num(cell_w) + "\" height=\"" + num(cell_h) + "\" fill=\"" + shade(t) +
            "\" stroke=\"#fff\" stroke-width=\"0.5\"><title>" + xml_escape(h.rows[r] + ", " + h.cols[c] + ": ") +
            num(v, 4) + "</title></rect>\n";

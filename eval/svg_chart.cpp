@@ -15,18 +15,7 @@ constexpr double kWidth = 760, kHeight = 380;
 constexpr double kLeft = 80, kRight = 560, kTop = 44, kBottom = 300;
 constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
 
-std::string num(double v, int digits = 2) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", digits, v);
-  return b;
-}
-
-// Exact: 17 significant digits read back as the same double.
-std::string exact(double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.17g", v);
-  return b;
-}
+std::string num(double v, int digits = 2) { return svg_number(v, digits); }
 
 std::string short_number(double v) {
   char b[64];
@@ -113,9 +102,9 @@ std::string series_marks(const LineChart& c, const ChartSeries& s, const char* s
     std::string px = num(sx(x_position(c, s.x[i]))), py = num(sy(s.y[i]));
     line += (line.empty() ? "" : " ") + px + "," + py;
     dots += "<circle class=\"point\" data-chart=\"" + xml_escape(c.key) + "\" data-series=\"" + xml_escape(s.name) +
-            "\" data-x=\"" + exact(s.x[i]) + "\" data-y=\"" + exact(s.y[i]) + "\" cx=\"" + px + "\" cy=\"" + py +
+            "\" data-x=\"" + exact_number(s.x[i]) + "\" data-y=\"" + exact_number(s.y[i]) + "\" cx=\"" + px + "\" cy=\"" + py +
             "\" r=\"3.5\" fill=\"" + stroke + "\"><title>" + xml_escape(s.name) + ", " + short_number(s.x[i]) + ": " +
-            exact(s.y[i]) + "</title></circle>\n";
+            exact_number(s.y[i]) + "</title></circle>\n";
   }
   std::string o;
   if (!line.empty())
@@ -127,7 +116,7 @@ std::string series_marks(const LineChart& c, const ChartSeries& s, const char* s
 std::string reference_line(const ChartReference& r, const Scale& sy) {
   if (!std::isfinite(r.y)) return "";
   std::string y = num(sy(r.y));
-  return "<line class=\"reference\" data-series=\"" + xml_escape(r.name) + "\" data-y=\"" + exact(r.y) + "\" x1=\"" +
+  return "<line class=\"reference\" data-series=\"" + xml_escape(r.name) + "\" data-y=\"" + exact_number(r.y) + "\" x1=\"" +
          num(kLeft) + "\" x2=\"" + num(kRight) + "\" y1=\"" + y + "\" y2=\"" + y +
          "\" stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n";
 }
@@ -183,6 +172,18 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
   std::vector<double> ticks;
   for (double i = first; i <= last; ++i) ticks.push_back(i * step == 0 ? 0.0 : i * step);  // no "-0"
   return ticks;
+}
+
+std::string svg_number(double v, int digits) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", digits, v);
+  return b;
+}
+
+std::string exact_number(double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
 }
 
 std::string xml_escape(const std::string& s) {

@@ -42,5 +42,9 @@ std::vector<double> nice_ticks(double lo, double hi, int target = 5);
 
 // Text and attribute values with &, <, >, " and ' escaped.
 std::string xml_escape(const std::string& s);
+// "%.*f" of a coordinate or label.
+std::string svg_number(double v, int digits);
+// 17 significant digits: reads back as the same double (values in data attributes).
+std::string exact_number(double v);
 
 }  // namespace emo
