@@ -19,6 +19,20 @@
 
 namespace emo::bench {
 
+// Every benchmark takes "--flag value" pairs. --help prints `usage`; a lone flag is an
+// error: the loops below would otherwise ignore it and start a long run with defaults.
+inline void check_flag_pairs(int argc, char** argv, const char* usage) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf("usage: %s\n", usage);
+      std::exit(0);
+    }
+  if ((argc - 1) % 2 != 0) {
+    std::fprintf(stderr, "every flag takes a value\nusage: %s\n", usage);
+    std::exit(2);
+  }
+}
+
 inline double seconds_of(const std::function<void()>& f) {
   auto t = std::chrono::steady_clock::now();
   f();

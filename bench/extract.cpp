@@ -17,6 +17,7 @@ using namespace emo;
 using namespace emo::bench;
 
 int main(int argc, char** argv) {
+  bench::check_flag_pairs(argc, argv, "bench_extract [--model DIR] [--dir SCRATCH] [--keep 16] [--rounds 2]");
   fs::path dir = "/tmp/emo-bench-extract", model;
   int64_t keep = 16;
   int rounds = 2;

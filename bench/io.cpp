@@ -15,6 +15,7 @@ using namespace emo;
 using namespace emo::bench;
 
 int main(int argc, char** argv) {
+  bench::check_flag_pairs(argc, argv, "bench_io [--dir DIR] [--layers N] [--rounds R]");
   fs::path dir = "/tmp/emo-bench-io";
   int layers = 2, rounds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -58,6 +58,7 @@ double merge_once(const fs::path& base, const fs::path& module, const fs::path& 
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::check_flag_pairs(argc, argv, "bench_merge [--dir SCRATCH] [--full DIR] [--rounds 2]");
   fs::path dir = "/tmp/emo-bench-merge", full;
   int rounds = 2;
   for (int i = 1; i + 1 < argc; i += 2) {

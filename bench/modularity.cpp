@@ -57,6 +57,9 @@ fs::path corpus_file(const std::string& name) {
 
 Args parse(int argc, char** argv) {
   Args a;
+  bench::check_flag_pairs(argc, argv,
+                          "bench_modularity [--out DIR] [--results DIR] [--steps 300] [--batch 32] [--seq-len 256] "
+                          "[--eval-docs N] [--seed 0] [--threads N] [--train FILE] [--valid FILE]");
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--out") a.out = v;

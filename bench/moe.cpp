@@ -35,6 +35,7 @@ double tokens_per_second(Model& model, const torch::Tensor& ids, Dispatch mode, 
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::check_flag_pairs(argc, argv, "bench_moe [--steps N] [--batch B] [--seq T] [--threads N]");
   int steps = 3, batch = 8, seq = 256, threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);

@@ -174,6 +174,7 @@ std::pair<double, double> measure(const ModelConfig& c, int64_t batch, int64_t s
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::check_flag_pairs(argc, argv, "bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)]");
   int steps = 5, threads = 0;
   int64_t moe_batch = 32;
   std::string which = "both", profile;
