@@ -73,6 +73,15 @@ std::vector<Reference> find_references(const std::string& text) {
   return refs;
 }
 
+std::string replace_references(const std::string& text,
+                               const std::function<std::optional<std::string>(const Reference&)>& value) {
+  std::string out = text;
+  auto refs = find_references(text);
+  for (auto it = refs.rbegin(); it != refs.rend(); ++it)  // from the back: earlier offsets stay valid
+    if (auto v = value(*it)) out.replace(it->begin, it->end - it->begin, *v);
+  return out;
+}
+
 namespace {
 
 // Everything the loader needs to say where a problem is.
@@ -148,14 +157,11 @@ std::string Loader::scalar(const YAML::Node& n, const std::string& field) const 
 // ${emo.data} and the like become their values; ${inputs.X}, ${steps.Y.out} and
 // ${workdir} stay for the runner.
 std::string Loader::expand_variables(const std::string& text) const {
-  std::string out = text;
-  auto refs = find_references(text);
-  for (auto it = refs.rbegin(); it != refs.rend(); ++it) {
-    std::string var = it->name.empty() ? it->kind : it->kind + "." + it->name;
-    auto v = options_.variables.find(var);
-    if (v != options_.variables.end()) out.replace(it->begin, it->end - it->begin, v->second);
-  }
-  return out;
+  return replace_references(text, [&](const Reference& ref) -> std::optional<std::string> {
+    auto v = options_.variables.find(ref.name.empty() ? ref.kind : ref.kind + "." + ref.name);
+    if (v == options_.variables.end()) return std::nullopt;
+    return v->second;
+  });
 }
 
 fs::path Loader::resolve_path(const std::string& path) const {

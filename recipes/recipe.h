@@ -18,6 +18,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -120,5 +121,8 @@ struct Reference {
   size_t begin = 0, end = 0;  // the ${...} span in the string
 };
 std::vector<Reference> find_references(const std::string& text);
+// The text with each reference replaced by value(ref); nullopt leaves it as written.
+std::string replace_references(const std::string& text,
+                               const std::function<std::optional<std::string>(const Reference&)>& value);
 
 }  // namespace emo

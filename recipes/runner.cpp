@@ -114,6 +114,8 @@ class Runner {
   };
   const StepTypeSpec& type_of(const RecipeStep& s) const { return *find_step_type(r_.catalogue, s.command); }
   std::string input_hash(const RecipeInput& in);
+  std::string hash_of(const fs::path& path);
+  static std::string step_of(const Reference& ref) { return ref.name.substr(0, ref.name.rfind('.')); }
   std::string resolve(const std::string& text) const;
   std::optional<std::string> key_token(const std::string& text, bool input_path);
   std::optional<std::string> cache_key(const RecipeStep& s);
@@ -128,53 +130,55 @@ class Runner {
   const StepExecutor& execute_;
   const std::function<void(const StepEvent&, bool)>& on_event_;
   std::map<std::string, std::string> input_hashes_;
+  std::map<fs::path, std::string> path_hashes_;  // what a run read or wrote, hashed once
   std::map<std::string, Done> done_;
 };
 
 std::string Runner::input_hash(const RecipeInput& in) {
   auto it = input_hashes_.find(in.name);
   if (it != input_hashes_.end()) return it->second;
-  std::string h = hash_path(in.resolved);
+  std::string h = hash_of(in.resolved);
   if (!in.pinned_hash.empty() && h != in.pinned_hash)
     fail(in.pos.where(), "inputs." + in.name + ".hash", "pinned ", in.pinned_hash, " but ", in.resolved.string(),
          " has ", h);
   return input_hashes_[in.name] = h;
 }
 
+// A path's hash, read once per run: the cache key and the runner-written provenance both
+// need the hashes of the files a step reads, and a step's output is hashed again when a
+// later step reads it. Nothing a run has hashed changes while it runs (each step writes
+// only its own, new directory).
+std::string Runner::hash_of(const fs::path& path) {
+  auto it = path_hashes_.find(path);
+  if (it != path_hashes_.end()) return it->second;
+  return path_hashes_[path] = hash_path(path);
+}
+
 // The text with references replaced by the paths they stand for.
 std::string Runner::resolve(const std::string& text) const {
-  std::string out = text;
-  auto refs = find_references(text);
-  for (auto it = refs.rbegin(); it != refs.rend(); ++it) {
-    std::string value;
-    if (it->kind == "inputs") value = r_.input(it->name)->resolved.string();
-    else if (it->kind == "steps") value = done_.at(it->name.substr(0, it->name.rfind('.'))).out.string();
-    else value = o_.workdir.string();
-    out.replace(it->begin, it->end - it->begin, value);
-  }
-  return out;
+  return replace_references(text, [&](const Reference& ref) -> std::optional<std::string> {
+    if (ref.kind == "inputs") return r_.input(ref.name)->resolved.string();
+    if (ref.kind == "steps") return done_.at(step_of(ref)).out.string();
+    return o_.workdir.string();
+  });
 }
 
 // What a setting value contributes to the cache key: references become the hashes of
 // what they point at (so moving the workdir or an input keeps the key), and a literal
 // path is hashed too. nullopt when it depends on a step whose output is not known yet.
 std::optional<std::string> Runner::key_token(const std::string& text, bool input_path) {
-  auto refs = find_references(text);
-  if (refs.empty()) return input_path ? hash_path(text) : text;
-  std::string out = text;
-  for (auto it = refs.rbegin(); it != refs.rend(); ++it) {
-    std::string value;
-    if (it->kind == "inputs") {
-      value = input_hash(*r_.input(it->name));
-    } else if (it->kind == "steps") {
-      const Done& d = done_.at(it->name.substr(0, it->name.rfind('.')));
-      if (d.output_hash.empty()) return std::nullopt;
-      value = d.output_hash;
-    } else {
-      value = "${workdir}";
+  if (find_references(text).empty()) return input_path ? hash_of(text) : text;
+  bool unknown = false;
+  std::string out = replace_references(text, [&](const Reference& ref) -> std::optional<std::string> {
+    if (ref.kind == "inputs") return input_hash(*r_.input(ref.name));
+    if (ref.kind == "steps") {
+      const std::string& h = done_.at(step_of(ref)).output_hash;
+      unknown = unknown || h.empty();
+      return h;
     }
-    out.replace(it->begin, it->end - it->begin, value);
-  }
+    return std::string("${workdir}");
+  });
+  if (unknown) return std::nullopt;
   return out;
 }
 
@@ -248,7 +252,7 @@ void Runner::finish_provenance(const RecipeStep& s, const StepCall& call, const 
                                                      : YAML::Node(a.values));
       if (!spec->input_path) continue;
       for (const auto& path : a.values) {
-        std::string h = hash_path(path);
+        std::string h = hash_of(path);
         prov.add_input(a.key, path, h);
         auto parent = provenance_of(path);
         prov.parents[h] = parent ? parent->to_yaml() : YAML::Node(YAML::NodeType::Null);
@@ -319,18 +323,15 @@ RunReport Runner::run() {
                : !key ? "an input is made by a step that runs first"
                : !prov ? "no output yet"
                : "settings, inputs or emo version changed";
+    StepCall call = call_for(s, d);
+    e.command_line = call.command_line();
     if (!run_it) {
       e.state = StepState::Cached;
       d.output_hash = prov->output_hash;
       e.output_hash = d.output_hash;
-      StepCall call = call_for(s, d);
-      e.command_line = call.command_line();
     } else if (o_.dry_run) {
       e.state = StepState::WillRun;
-      e.command_line = call_for(s, d).command_line();
     } else {
-      StepCall call = call_for(s, d);
-      e.command_line = call.command_line();
       if (on_event_) on_event_(e, true);
       if (fs::exists(d.dir, ec)) fs::remove_all(d.dir);
       fs::create_directories(type.out_file.empty() ? o_.workdir : d.dir);

@@ -10,11 +10,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fs::create_directories(d);
     return d;
   }();
-  std::string path = dir + "/model.safetensors.index.json";
-  {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(data), std::streamsize(size));
-  }
+  fuzz::write_input("index/model.safetensors.index.json", data, size);
   fuzz::expect_clean([&] { TensorStore::open_dir(dir); });
   return 0;
 }
