@@ -67,7 +67,7 @@ void add_extract(CLI::App& app) {
       std::optional<RoutedExamples> ex;
       if (!o->stats.empty()) {
         stats = RouteStats::load(o->stats);
-        check_stats_model(*stats, parent_hash, o->stats);
+        check_stats_model(*stats, parent_hash, parent.config(), o->stats);
         prov.add_input("stats", o->stats, stats->file_hash);
       }
       if ((m.needs_stats() && !stats) || m.needs_forward()) {

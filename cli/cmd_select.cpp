@@ -47,7 +47,7 @@ void add_select(CLI::App& app) {
     if (!o->stats.empty()) {
       stats = RouteStats::load(o->stats);
       model_hash = parent_content_hash(ck, false);
-      check_stats_model(*stats, model_hash, o->stats);
+      check_stats_model(*stats, model_hash, ck.config(), o->stats);
     }
     if ((method.needs_stats() && !stats) || method.needs_forward()) {
       m = load_model(o->model, "", o->device, o->tokenizer);

@@ -526,6 +526,7 @@ class Run {
   // The finetuned model in OUT itself: written beside, then renamed in with config.json
   // last, so that OUT only looks like a checkpoint once it is complete.
   std::string write_final(const Json& summary) {
+    remove_stale_temporaries(o_.out / ".final");  // a killed run's half-written final model
     fs::path tmp = o_.out / (".final.tmp-" + std::to_string(::getpid()));
     std::error_code ec;
     fs::remove_all(tmp, ec);

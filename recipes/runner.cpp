@@ -12,6 +12,7 @@
 #include "core/io/sha256.h"
 #include "core/io/yaml.h"
 #include "core/util/error.h"
+#include "core/util/progress.h"
 #include "core/util/version.h"
 
 namespace emo {
@@ -275,12 +276,10 @@ void Runner::finish_provenance(const RecipeStep& s, const StepCall& call, const 
 
 void Runner::log(const StepEvent& e) {
   if (o_.dry_run) return;
-  std::ofstream f(o_.workdir / kRunLog, std::ios::app);
   Json j = e.to_json();
   j["recipe"] = r_.name;
   j["time"] = now_iso8601();
-  f << j.dump() << "\n";
-  if (!f) fail((o_.workdir / kRunLog).string(), "", "cannot write (disk full?)");
+  MetricsLog((o_.workdir / kRunLog).string()).write(j);
 }
 
 RunReport Runner::run() {

@@ -9,55 +9,6 @@
 
 namespace emo {
 
-namespace {
-
-Json layer_map_json(const std::map<int, std::vector<int64_t>>& m) {
-  Json j = Json::object();
-  for (const auto& [l, ids] : m) j[std::to_string(l)] = ids;
-  return j;
-}
-
-std::map<int, std::vector<int64_t>> layer_map_from(const Json& j, const std::string& file, const std::string& field) {
-  if (!j.is_object()) fail(file, field, "expected a map from layer to expert ids");
-  std::map<int, std::vector<int64_t>> m;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    int layer = -1;
-    try {
-      layer = std::stoi(it.key());
-    } catch (const std::exception&) {
-    }
-    if (layer < 0 || !it.value().is_array()) fail(file, field + "." + it.key(), "expected a layer index and a list of ids");
-    for (const auto& v : it.value()) {
-      if (!v.is_number_integer()) fail(file, field + "." + it.key(), "expert ids must be integers");
-      m[layer].push_back(v.get<int64_t>());
-    }
-  }
-  return m;
-}
-
-}  // namespace
-
-Json ModuleInfo::to_json() const {
-  return {{"parent_hash", parent_hash}, {"experts", layer_map_json(experts)}, {"root_hash", root_hash},
-          {"root_experts", layer_map_json(root_experts)}};
-}
-
-std::optional<ModuleInfo> ModuleInfo::of(const ModelConfig& config) {
-  if (!config.raw.contains(kModuleKey)) return std::nullopt;
-  const Json& j = config.raw[kModuleKey];
-  const std::string& file = config.source;
-  if (!j.is_object()) fail(file, kModuleKey, "expected an object");
-  ModuleInfo m;
-  for (const char* key : {"parent_hash", "root_hash"}) {
-    if (!j.contains(key) || !j[key].is_string()) fail(file, std::string(kModuleKey) + "." + key, "missing or not a string");
-  }
-  m.parent_hash = j["parent_hash"].get<std::string>();
-  m.root_hash = j["root_hash"].get<std::string>();
-  m.experts = layer_map_from(j.value("experts", Json()), file, std::string(kModuleKey) + ".experts");
-  m.root_experts = layer_map_from(j.value("root_experts", Json()), file, std::string(kModuleKey) + ".root_experts");
-  return m;
-}
-
 ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& selection, const std::string& parent_hash) {
   const ModelConfig& pc = parent.config();
   selection.validate(pc, "--experts");

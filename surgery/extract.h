@@ -16,21 +16,9 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/experts.h"
+#include "core/checkpoint/module_info.h"
 
 namespace emo {
-
-inline constexpr const char* kModuleKey = "emo_module";
-
-// config.json["emo_module"].
-struct ModuleInfo {
-  std::string parent_hash;                      // content hash of the checkpoint it was cut from
-  std::map<int, std::vector<int64_t>> experts;  // layer -> parent router index of each module expert
-  std::string root_hash;                        // the full model at the root of the lineage
-  std::map<int, std::vector<int64_t>> root_experts;  // layer -> root router index of each module expert
-
-  Json to_json() const;
-  static std::optional<ModuleInfo> of(const ModelConfig& config);  // emo::Error if malformed
-};
 
 struct ExtractPlan {
   ModelConfig config;                      // the module's

@@ -23,10 +23,25 @@ Json BudgetRequest::to_json() const {
   return j;
 }
 
-void check_stats_model(const RouteStats& stats, const std::string& model_hash, const std::string& stats_path) {
+void check_stats_model(const RouteStats& stats, const std::string& model_hash, const ModelConfig& config,
+                       const std::string& stats_path) {
   if (stats.model_hash != model_hash)
     fail(stats_path, "model_hash", "statistics were computed on model ", stats.model_hash, ", not on this model (",
          model_hash, ")");
+  // The hash is the file's word; the shapes are checked too, so a file that lies about
+  // its model cannot index past a layer's experts.
+  auto specs = config.layers();
+  if (stats.layers.size() != specs.size())
+    fail(stats_path, "num_layers", stats.layers.size(), " layers, the model has ", specs.size());
+  for (size_t l = 0; l < specs.size(); ++l) {
+    const LayerStats& s = stats.layers[l];
+    if (s.moe != !specs[l].dense())
+      fail(stats_path, cat("moe_layers: layer ", l), s.moe ? "has statistics but is a dense layer of the model"
+                                                           : "has no statistics but is an MoE layer of the model");
+    if (s.moe && s.prob_sum.size(0) != specs[l].num_experts)
+      fail(stats_path, cat("layers.", l, ".prob_sum"), s.prob_sum.size(0), " experts, the model's layer has ",
+           specs[l].num_experts);
+  }
 }
 
 RouteStats route_examples(Model& model, const std::string& model_hash, const Examples& examples,

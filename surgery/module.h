@@ -53,7 +53,8 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& reque
 RouteStats route_examples(Model& model, const std::string& model_hash, const Examples& examples,
                           const TokenizedExamples& tokens, const CollectOptions& options, const Json& settings);
 
-// Refuses statistics made on another model.
-void check_stats_model(const RouteStats& stats, const std::string& model_hash, const std::string& stats_path);
+// Refuses statistics made on another model (by its hash) or of another shape.
+void check_stats_model(const RouteStats& stats, const std::string& model_hash, const ModelConfig& config,
+                       const std::string& stats_path);
 
 }  // namespace emo

@@ -1,5 +1,7 @@
 #include "surgery/route_stats.h"
 
+#include "surgery/route_stats_file.h"
+
 #include "core/io/safetensors.h"
 #include "core/io/sha256.h"
 #include "core/model/tensor_bridge.h"
@@ -8,9 +10,6 @@
 namespace emo {
 
 namespace {
-const char* kStatNames[] = {"prob_sum", "select_count", "gate_sum", "easy_ep", "reap_sum"};
-constexpr int kStatsVersion = 1;
-
 torch::Tensor* stat(LayerStats& s, int i) {
   torch::Tensor* all[] = {&s.prob_sum, &s.select_count, &s.gate_sum, &s.easy_ep, &s.reap_sum};
   return all[i];
@@ -101,18 +100,16 @@ void RouteStats::save(const std::string& path) const {
   for (size_t l = 0; l < layers.size(); ++l) {
     if (!layers[l].moe) continue;
     moe_layers.push_back(l);
-    for (int i = 0; i < 5; ++i) {
+    for (int i = 0; i < kRouteStatCount; ++i) {
       auto t = stat(const_cast<LayerStats&>(layers[l]), i)->contiguous();
-      specs.push_back({cat("layers.", l, ".", kStatNames[i]), from_torch(t.scalar_type()), {t.size(0)}});
+      specs.push_back({cat("layers.", l, ".", kRouteStatNames[size_t(i)]), from_torch(t.scalar_type()), {t.size(0)}});
       data.push_back(t);
     }
   }
-  Json header = {{"version", kStatsVersion}, {"tokens", tokens}, {"examples", examples}, {"num_layers", layers.size()},
-                 {"moe_layers", moe_layers}, {"model_hash", model_hash}, {"examples_hash", examples_hash},
-                 {"data_hash", data_hash}, {"settings", settings}};
+  Json header = route_stats_header(tokens, examples, layers.size(), moe_layers, model_hash, examples_hash, data_hash, settings);
   fs::path tmp = path + ".tmp";
   {
-    SafetensorsWriter w(tmp, specs, {{"format", "emo-route-stats"}, {"emo_route_stats", header.dump()}});
+    SafetensorsWriter w(tmp, specs, {{"format", "emo-route-stats"}, {kRouteStatsHeaderKey, header.dump()}});
     for (size_t i = 0; i < specs.size(); ++i) w.write(specs[i].name, data[i].data_ptr(), size_t(specs[i].nbytes()));
     w.finish();
   }
@@ -120,38 +117,19 @@ void RouteStats::save(const std::string& path) const {
 }
 
 RouteStats RouteStats::load(const std::string& path) {
-  auto f = SafetensorsFile::open(path);
-  auto it = f->metadata().find("emo_route_stats");
-  if (it == f->metadata().end()) fail(path, "__metadata__.emo_route_stats", "missing: not an emo routing-statistics file");
-  Json h = parse_json(it->second, path + " (__metadata__.emo_route_stats)");
-  const std::string field = "__metadata__.emo_route_stats";
-  auto get = [&](const char* key) -> const Json& { return json_member(h, key, path + ": " + field); };
-  if (get("version") != kStatsVersion) fail(path, field + ".version", "unsupported version ", get("version").dump());
+  RouteStatsFile f = read_route_stats_file(path);
   RouteStats s;
-  s.tokens = get("tokens").get<int64_t>();
-  s.examples = get("examples").get<int64_t>();
-  s.model_hash = get("model_hash").get<std::string>();
-  s.examples_hash = get("examples_hash").get<std::string>();
-  s.data_hash = get("data_hash").get<std::string>();
-  s.settings = get("settings");
-  size_t num_layers = get("num_layers").get<size_t>();
-  if (num_layers > 100000) fail(path, field + ".num_layers", num_layers, " is not plausible");
-  s.layers.resize(num_layers);
-  for (const auto& l : get("moe_layers")) {
-    size_t layer = l.get<size_t>();
-    if (layer >= num_layers) fail(path, field + ".moe_layers", "layer ", layer, " out of range");
+  s.tokens = f.tokens;
+  s.examples = f.examples;
+  s.model_hash = f.model_hash;
+  s.examples_hash = f.examples_hash;
+  s.data_hash = f.data_hash;
+  s.settings = f.settings;
+  s.layers.resize(f.num_layers);
+  for (const auto& [layer, views] : f.moe_layers) {
     LayerStats& ls = s.layers[layer];
     ls.moe = true;
-    int64_t E = -1;
-    for (int i = 0; i < 5; ++i) {
-      std::string name = cat("layers.", layer, ".", kStatNames[i]);
-      TensorView v = f->view(name);
-      if (v.shape.size() != 1 || (E >= 0 && v.shape[0] != E)) fail(path, name, "inconsistent shape ", shape_str(v.shape));
-      DType want = i == 1 ? DType::I64 : DType::F64;
-      if (v.dtype != want) fail(path, name, "dtype ", dtype_name(v.dtype), ", expected ", dtype_name(want));
-      E = v.shape[0];
-      *stat(ls, i) = tensor_from_view(v).clone();
-    }
+    for (int i = 0; i < kRouteStatCount; ++i) *stat(ls, i) = tensor_from_view(views[size_t(i)]).clone();
   }
   s.file_hash = hash_file(path);
   return s;

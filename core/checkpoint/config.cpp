@@ -282,6 +282,25 @@ void ModelConfig::validate(const std::string& file) const {
   positive("num_experts_per_tok", num_experts_per_tok);
   if (num_experts < 0) fail(file, "num_experts", "must not be negative, found ", num_experts);
   if (num_hidden_layers > 100000) fail(file, "num_hidden_layers", num_hidden_layers, " is not a plausible layer count");
+  // Bounds far above any real model (vocabularies ~256k, hidden ~16k, 256 experts), so that
+  // no product of two sizes can overflow and every tensor's byte count is checked once
+  // (shape_numel) before anything is allocated from it.
+  auto bounded = [&](const char* key, int64_t v, int64_t max) {
+    if (v > max) fail(file, key, v, " is above the supported maximum ", max);
+  };
+  constexpr int64_t kMaxWidth = int64_t(1) << 24, kMaxCount = int64_t(1) << 16;
+  constexpr int64_t kMaxTotalExperts = int64_t(1) << 20;
+  bounded("vocab_size", vocab_size, kMaxWidth);
+  bounded("hidden_size", hidden_size, kMaxWidth);
+  bounded("intermediate_size", intermediate_size, kMaxWidth);
+  if (dense_intermediate_size) bounded("dense_intermediate_size", *dense_intermediate_size, kMaxWidth);
+  if (head_dim) bounded("head_dim", *head_dim, kMaxWidth);
+  bounded("num_attention_heads", num_attention_heads, kMaxCount);
+  bounded("num_key_value_heads", num_key_value_heads, kMaxCount);
+  bounded("num_experts", num_experts, kMaxCount);
+  bounded("num_experts_per_tok", num_experts_per_tok, kMaxCount);
+  if (num_experts_per_layer)
+    for (int64_t n : *num_experts_per_layer) bounded("num_experts_per_layer", n, kMaxCount);
   if (hidden_act != "silu" && hidden_act != "swish")
     fail(file, "hidden_act", "'", hidden_act, "' is not supported (the reference models use silu)");
   if (num_attention_heads % num_key_value_heads != 0)
@@ -313,6 +332,12 @@ void ModelConfig::validate(const std::string& file) const {
     fail(file, "num_shared_experts", num_shared_experts, " must be between 0 and num_experts (", num_experts, ")");
   bool any_dense = false;
   auto specs = layers();
+  // Every expert is a few named tensors in memory: bound their number before anything
+  // (canonical_tensors, a plan, a hash) enumerates them.
+  int64_t total_experts = 0;
+  for (const LayerSpec& s : specs) total_experts += std::max<int64_t>(s.num_experts, 0);
+  if (total_experts > kMaxTotalExperts)
+    fail(file, "num_experts", total_experts, " experts over all layers is above the supported maximum ", kMaxTotalExperts);
   for (size_t l = 0; l < specs.size(); ++l) {
     const LayerSpec& s = specs[l];
     std::string where = cat("layer ", l);

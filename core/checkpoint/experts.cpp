@@ -9,9 +9,10 @@
 
 namespace emo {
 
-ExpertSelection ExpertSelection::from_json(const Json& j, const std::string& file) {
-  if (!j.is_object()) fail(file, "", "expected a map from layer index to a list of expert ids, found ", j.type_name());
-  ExpertSelection s;
+std::map<int, std::vector<int64_t>> layer_id_lists(const Json& j, const std::string& file, const std::string& field) {
+  auto where = [&](const std::string& key) { return field.empty() ? key : field + "." + key; };
+  if (!j.is_object()) fail(file, field, "expected a map from layer index to a list of expert ids, found ", j.type_name());
+  std::map<int, std::vector<int64_t>> out;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     size_t used = 0;
@@ -21,19 +22,31 @@ ExpertSelection ExpertSelection::from_json(const Json& j, const std::string& fil
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used != key.size() || layer < 0) fail(file, key, "layer keys must be non-negative integers");
-    if (!it.value().is_array()) fail(file, key, "expected a list of expert ids, found ", it.value().type_name());
-    std::vector<int64_t> ids;
+    if (used != key.size() || layer < 0) fail(file, where(key), "layer keys must be non-negative integers");
+    if (out.count(layer)) fail(file, where(key), "layer ", layer, " listed twice");
+    if (!it.value().is_array()) fail(file, where(key), "expected a list of expert ids, found ", it.value().type_name());
+    std::vector<int64_t>& ids = out[layer];
     std::set<int64_t> seen;
     for (const auto& v : it.value()) {
-      if (!v.is_number_integer()) fail(file, key, "expert ids must be integers, found ", v.dump());
+      if (!v.is_number_integer()) fail(file, where(key), "expert ids must be integers, found ", v.dump());
       int64_t id = v.get<int64_t>();
-      if (!seen.insert(id).second) fail(file, key, "expert ", id, " listed twice");
+      if (!seen.insert(id).second) fail(file, where(key), "expert ", id, " listed twice");
       ids.push_back(id);
     }
-    std::sort(ids.begin(), ids.end());
-    s.kept[layer] = ids;
   }
+  return out;
+}
+
+Json layer_id_lists_json(const std::map<int, std::vector<int64_t>>& lists) {
+  Json j = Json::object();
+  for (const auto& [layer, ids] : lists) j[std::to_string(layer)] = ids;
+  return j;
+}
+
+ExpertSelection ExpertSelection::from_json(const Json& j, const std::string& file) {
+  ExpertSelection s;
+  s.kept = layer_id_lists(j, file, "");
+  for (auto& [layer, ids] : s.kept) std::sort(ids.begin(), ids.end());
   return s;
 }
 
@@ -45,11 +58,7 @@ ExpertSelection ExpertSelection::load(const std::string& path) {
   return from_json(j, path);
 }
 
-Json ExpertSelection::to_json() const {
-  Json j = Json::object();
-  for (const auto& [layer, ids] : kept) j[std::to_string(layer)] = ids;
-  return j;
-}
+Json ExpertSelection::to_json() const { return layer_id_lists_json(kept); }
 
 void ExpertSelection::save(const std::string& path) const { write_file_atomic(path, to_json().dump(2) + "\n"); }
 

@@ -12,6 +12,12 @@
 
 namespace emo {
 
+// A map from layer index ("0", "1", ...) to a list of expert ids, as experts files and a
+// module's config.json ("emo_module") write it: keys are whole non-negative integers, no
+// layer or id twice. `field` prefixes the key in errors. Order of ids is kept.
+std::map<int, std::vector<int64_t>> layer_id_lists(const Json& j, const std::string& file, const std::string& field);
+Json layer_id_lists_json(const std::map<int, std::vector<int64_t>>& lists);
+
 struct ExpertSelection {
   std::map<int, std::vector<int64_t>> kept;  // layer -> sorted routed ids
 

@@ -2,24 +2,34 @@
 
 #include <sstream>
 
+#include "core/util/error.h"
 #include "core/util/log.h"
 
 namespace emo {
 
 ParamCounts count_params(const ModelConfig& config) {
+  // Sizes come from a config.json that may be hostile: every sum and product is checked.
+  auto add = [&](uint64_t& acc, uint64_t n) {
+    if (__builtin_add_overflow(acc, n, &acc)) fail(config.source, "", "the parameter count overflows 64 bits");
+  };
+  auto mul = [&](uint64_t a, uint64_t b) {
+    uint64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) fail(config.source, "", "the parameter count overflows 64 bits");
+    return r;
+  };
   ParamCounts p;
   auto specs = config.layers();
   for (const auto& t : canonical_tensors(config)) {
-    uint64_t n = shape_numel(t.shape, "", t.name);
-    p.total += n;
-    if (t.role == Role::Embedding || t.role == Role::LmHead) p.embedding += n;
-    if (t.role != Role::Expert) p.active += n;
+    uint64_t n = shape_numel(t.shape, config.source, t.name);
+    add(p.total, n);
+    if (t.role == Role::Embedding || t.role == Role::LmHead) add(p.embedding, n);
+    if (t.role != Role::Expert) add(p.active, n);
   }
   // A token runs top_k experts per MoE layer (EMO's top_k counts the shared expert).
   for (size_t l = 0; l < specs.size(); ++l) {
     if (specs[l].dense()) continue;
-    uint64_t per_expert = 3 * uint64_t(config.hidden_size) * uint64_t(config.intermediate_size);
-    p.active += uint64_t(std::min<int64_t>(config.num_experts_per_tok, specs[l].num_experts)) * per_expert;
+    uint64_t per_expert = mul(3, mul(uint64_t(config.hidden_size), uint64_t(config.intermediate_size)));
+    add(p.active, mul(uint64_t(std::min<int64_t>(config.num_experts_per_tok, specs[l].num_experts)), per_expert));
   }
   return p;
 }

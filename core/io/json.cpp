@@ -58,4 +58,20 @@ const Json& json_member(const Json& obj, const std::string& key, const std::stri
   return *it;
 }
 
+int64_t json_int(const Json& obj, const std::string& key, const std::string& file, int64_t min, int64_t max) {
+  const Json& v = json_member(obj, key, file);
+  // Unsigned beyond int64 first: get<int64_t>() of it would wrap.
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+    fail(file, key, "expected an integer, found ", v.type_name(), " ", v.dump());
+  int64_t i = v.get<int64_t>();
+  if (i < min || i > max) fail(file, key, i, " is outside [", min, ", ", max, "]");
+  return i;
+}
+
+std::string json_string(const Json& obj, const std::string& key, const std::string& file) {
+  const Json& v = json_member(obj, key, file);
+  if (!v.is_string()) fail(file, key, "expected a string, found ", v.type_name());
+  return v.get<std::string>();
+}
+
 }  // namespace emo

@@ -21,5 +21,8 @@ std::string canonical_json(const Json& j);
 // Typed access that reports the file and the key on a missing key or a wrong type.
 const Json& json_member(const Json& obj, const std::string& key, const std::string& file);
 std::string json_type_name(const Json& j);
+// A member that must be an integer in [min, max] / a string: emo::Error naming file and key.
+int64_t json_int(const Json& obj, const std::string& key, const std::string& file, int64_t min, int64_t max);
+std::string json_string(const Json& obj, const std::string& key, const std::string& file);
 
 }  // namespace emo

@@ -31,6 +31,8 @@ bool JsonlReader::read_line(std::string& out) {
       return !out.empty();
     }
     out += buf;
+    if (out.size() > kMaxJsonlLine)
+      fail(path_, cat("line ", line_ + 1), "longer than ", kMaxJsonlLine >> 20, " MiB; not a JSON Lines record");
     if (!out.empty() && out.back() == '\n') {
       out.pop_back();
       if (!out.empty() && out.back() == '\r') out.pop_back();

@@ -10,6 +10,10 @@
 
 namespace emo {
 
+// One record's line is bounded, so a file without newlines (or /dev/zero) is refused
+// instead of read into memory whole.
+inline constexpr size_t kMaxJsonlLine = size_t(64) << 20;
+
 class JsonlReader {
  public:
   explicit JsonlReader(const std::string& path);

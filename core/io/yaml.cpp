@@ -3,12 +3,16 @@
 #include <cmath>
 #include <regex>
 
+#include "core/text/utf8.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
 
 namespace emo {
 
 YAML::Node load_yaml_text(const std::string& text, const std::string& file) {
+  // yaml-cpp passes any bytes through; JSON strings must be UTF-8 (found by fuzz_experts:
+  // a scalar with byte 0xFB made a later message's dump() throw).
+  if (auto bad = first_invalid_utf8(text)) fail(file, cat("byte ", *bad), "not valid UTF-8 (YAML files are UTF-8 text)");
   try {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {
@@ -41,7 +45,15 @@ Json scalar_to_json(const YAML::Node& n) {
       return s;
     }
   }
-  if (std::regex_match(s, float_re)) return std::stod(s);
+  if (std::regex_match(s, float_re)) {
+    // Beyond double ("8E2240", found by fuzz_experts) stays a string, as out-of-range
+    // integers do: the typed reader then names it as not a number.
+    try {
+      return std::stod(s);
+    } catch (const std::out_of_range&) {
+      return s;
+    }
+  }
   if (s == ".inf" || s == "+.inf" || s == ".Inf") return HUGE_VAL;
   if (s == "-.inf" || s == "-.Inf") return -HUGE_VAL;
   return s;
@@ -55,6 +67,9 @@ Json yaml_to_json(const YAML::Node& node, const std::string& file) {
     case YAML::NodeType::Undefined:
       return nullptr;
     case YAML::NodeType::Scalar:
+      // yaml-cpp can turn control bytes of valid input into invalid UTF-8 (found by
+      // fuzz_experts: "\x03\x00" in a plain scalar), so its output is checked as well.
+      if (first_invalid_utf8(node.Scalar())) fail(file, yaml_position(node), "a scalar that is not valid UTF-8");
       return scalar_to_json(node);
     case YAML::NodeType::Sequence: {
       Json a = Json::array();
@@ -66,6 +81,7 @@ Json yaml_to_json(const YAML::Node& node, const std::string& file) {
       for (auto it = node.begin(); it != node.end(); ++it) {
         if (!it->first.IsScalar()) fail(file, yaml_position(it->first), "mapping keys must be plain strings");
         std::string key = it->first.Scalar();
+        if (first_invalid_utf8(key)) fail(file, yaml_position(it->first), "a key that is not valid UTF-8");
         if (o.contains(key)) fail(file, cat(yaml_position(it->first), ": ", key), "key appears more than once");
         o[key] = yaml_to_json(it->second, file);
       }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "core/util/error.h"
 
@@ -30,18 +31,26 @@ void ignore_sigxfsz_once() {
 
 }  // namespace
 
-std::string read_text_file(const fs::path& path) {
+std::string read_text_file(const fs::path& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), "", "cannot open: ", errno_text());
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  // Read in blocks against the cap rather than trusting the size stat() reports: the
+  // path may name a pipe or a device (/dev/zero) that never ends.
+  std::string out;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    if (out.size() + size_t(in.gcount()) > max_bytes)
+      fail(path.string(), "", "larger than ", max_bytes >> 20, " MiB, the limit for a file read whole; refusing it");
+    out.append(buf, size_t(in.gcount()));
+  }
   if (in.bad()) fail(path.string(), "", "read failed: ", errno_text());
-  return ss.str();
+  return out;
 }
 
 OutFile::OutFile(const fs::path& path) : path_(path) {
   ignore_sigxfsz_once();
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a symlink planted where an output goes is refused, not written through.
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd_ < 0) fail(path.string(), "", "cannot create: ", errno_text());
 }
 
@@ -160,15 +169,20 @@ void remove_stale_temporaries(const fs::path& target) {
   fs::path t = absolute_clean(target);
   if (t.filename().empty()) t = t.parent_path();
   fs::path parent = t.parent_path();
-  std::string prefix = t.filename().string() + ".tmp-";
   std::error_code ec;
   if (!fs::is_directory(parent, ec)) return;
-  for (const auto& entry : fs::directory_iterator(parent, ec)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    char* end = nullptr;
-    long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
-    if (end && *end == '\0' && !process_alive(pid)) fs::remove_all(entry.path(), ec);
+  // OUT.tmp-<pid>: an output being written; OUT.old-<pid>: the output it replaces, moved
+  // aside for the instant of the rename. Either one of a dead process is debris of a
+  // kill and never a complete output under OUT's name.
+  for (const char* kind : {".tmp-", ".old-"}) {
+    std::string prefix = t.filename().string() + kind;
+    for (const auto& entry : fs::directory_iterator(parent, ec)) {
+      std::string name = entry.path().filename().string();
+      if (name.rfind(prefix, 0) != 0) continue;
+      char* end = nullptr;
+      long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+      if (end && *end == '\0' && !process_alive(pid)) fs::remove_all(entry.path(), ec);
+    }
   }
 }
 
@@ -220,9 +234,13 @@ void AtomicDir::commit() {
 }
 
 void copy_file_synced(const fs::path& from, const fs::path& to) {
-  std::string bytes = read_text_file(from);
+  // In blocks: a carried file may be large and is never held in memory whole.
+  std::ifstream in(from, std::ios::binary);
+  if (!in) fail(from.string(), "", "cannot open: ", errno_text());
   OutFile out(to);
-  out.write(bytes.data(), bytes.size());
+  std::vector<char> buf(size_t(1) << 20);
+  while (in.read(buf.data(), std::streamsize(buf.size())) || in.gcount() > 0) out.write(buf.data(), size_t(in.gcount()));
+  if (in.bad()) fail(from.string(), "", "read failed: ", errno_text());
   out.close();
 }
 

@@ -11,7 +11,10 @@ namespace emo {
 
 namespace fs = std::filesystem;
 
-std::string read_text_file(const fs::path& path);
+// Files read whole (configs, tokenizers, recipes, experts files) are capped: a hostile
+// or mistaken path (a 50 GB file, /dev/zero) gets an error, not an exhausted machine.
+inline constexpr size_t kMaxTextFileBytes = size_t(256) << 20;
+std::string read_text_file(const fs::path& path, size_t max_bytes = kMaxTextFileBytes);
 
 // Writes `content` to `path` through a temporary sibling, fsyncs, renames: readers never
 // see a half-written file.
@@ -79,7 +82,8 @@ class AtomicDir {
   bool committed_ = false;
 };
 
-// Removes OUT.tmp-<pid> siblings left by processes that no longer run.
+// Removes OUT.tmp-<pid> and OUT.old-<pid> siblings left by processes that no longer run
+// (killed while writing OUT).
 void remove_stale_temporaries(const fs::path& target);
 
 // Copies a regular file byte for byte (used to carry tokenizer files along).

@@ -1,6 +1,10 @@
 #include "core/util/progress.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <atomic>
 #include <cstdio>
@@ -81,17 +85,27 @@ void Progress::draw(bool final_line) {
 
 MetricsLog::MetricsLog(const std::string& path) { open(path); }
 
+MetricsLog::~MetricsLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 void MetricsLog::open(const std::string& path) {
+  if (fd_ >= 0) ::close(fd_);
   path_ = path;
-  out_.open(path, std::ios::app);
-  if (!out_) fail(path, "", "cannot open metrics log for writing");
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd_ < 0) fail(path, "", "cannot open metrics log for writing: ", std::strerror(errno));
 }
 
 void MetricsLog::write(const Json& record) {
-  if (!out_.is_open()) return;
-  out_ << record.dump() << "\n";
-  out_.flush();
-  if (!out_) fail(path_, "", "writing metrics failed");
+  if (fd_ < 0) return;
+  std::string line = record.dump() + "\n";
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t w = ::write(fd_, line.data() + off, line.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(path_, "", "writing metrics failed: ", std::strerror(errno));
+    off += size_t(w);
+  }
 }
 
 }  // namespace emo

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <string>
 
 #include "core/io/json.h"
@@ -32,18 +31,22 @@ class Progress {
   bool finished_ = false;
 };
 
-// Appends one JSON object per line and flushes, so a crash loses at most one record.
+// Appends one JSON object per line, one write() each, so a crash loses at most one
+// record and never leaves half of one. A symlink at the path is refused (O_NOFOLLOW).
 class MetricsLog {
  public:
   MetricsLog() = default;
   explicit MetricsLog(const std::string& path);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
   void open(const std::string& path);
   void write(const Json& record);
-  bool is_open() const { return out_.is_open(); }
+  bool is_open() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
 
  private:
-  std::ofstream out_;
+  int fd_ = -1;
   std::string path_;
 };
 

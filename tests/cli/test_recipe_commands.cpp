@@ -109,7 +109,7 @@ TEST_CASE("emo run: a pipeline runs, a second run reuses every step, one setting
   CHECK(states(Json::parse(eval_only.out)) == std::vector<std::string>{"cached", "cached", "cached", "ran"});
 }
 
-TEST_CASE("emo lineage follows the merged model to its roots; emo verify finds a flipped byte", "[cli][recipes]") {
+TEST_CASE("emo lineage follows the merged model to its roots, emo verify finds a flipped byte", "[cli][recipes]") {
   TempDir tmp;
   fs::path base = tmp / "base", experts = tmp / "experts.json", recipe = tmp / "pipeline.yaml";
   REQUIRE(run_emo("init --preset micro --seed 3 --out " + base.string()).code == 0);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/checkpoint/config.h"
+#include "core/checkpoint/module_info.h"
 #include "core/util/error.h"
 
 using namespace emo;
@@ -183,6 +184,46 @@ TEST_CASE("missing keys, wrong types and unrunnable configs name the key", "[con
     j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 2.0}};
     CHECK_THAT(error_of(j), Catch::Contains("rope_scaling"));
   }
+  SECTION("sizes beyond any real model: refused before anything is sized from them") {
+    j["vocab_size"] = int64_t(1) << 30;
+    CHECK_THAT(error_of(j), Catch::Contains("config.json: vocab_size: 1073741824 is above the supported maximum"));
+    j = emo_base();
+    j["num_experts"] = 70000;
+    CHECK_THAT(error_of(j), Catch::Contains("config.json: num_experts: 70000 is above the supported maximum"));
+    j = emo_base();  // 100000 layers x 60000 experts: each bound holds, their product does not
+    j["num_hidden_layers"] = 100000;
+    j["num_experts"] = 60000;
+    CHECK_THAT(error_of(j), Catch::Contains("experts over all layers is above the supported maximum"));
+  }
+}
+
+TEST_CASE("a module's emo_module record is read strictly", "[config][bad-input]") {
+  auto module_error = [](const Json& record) {
+    Json j = emo_base();
+    j["emo_module"] = record;
+    try {
+      (void)ModuleInfo::of(ModelConfig::from_json(j, "config.json"));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  Json good = {{"parent_hash", "sha256:a"}, {"root_hash", "sha256:a"}, {"experts", {{"0", {3, 1}}}},
+               {"root_experts", {{"0", {3, 1}}}}};
+  CHECK(module_error(good).empty());
+  Json j = emo_base();
+  j["emo_module"] = good;
+  CHECK(ModuleInfo::of(ModelConfig::from_json(j, "config.json"))->experts.at(0) == std::vector<int64_t>{3, 1});
+  Json twice = good;
+  twice["experts"]["0"] = {3, 3};
+  CHECK_THAT(module_error(twice), Catch::Contains("config.json: emo_module.experts.0: expert 3 listed twice"));
+  Json key = good;
+  key["root_experts"] = {{"0x", {1}}};
+  CHECK_THAT(module_error(key), Catch::Contains("emo_module.root_experts.0x: layer keys must be non-negative integers"));
+  Json missing = good;
+  missing.erase("experts");
+  CHECK_THAT(module_error(missing), Catch::Contains("emo_module.experts: expected a map"));
+  CHECK_THAT(module_error(Json::array()), Catch::Contains("config.json: emo_module: expected an object"));
 }
 
 TEST_CASE("config overrides (--set) parse JSON values and refuse unknown keys", "[config]") {

@@ -9,6 +9,7 @@
 
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "core/util/progress.h"
 #include "test_util.h"
 
 using namespace emo;
@@ -63,8 +64,10 @@ TEST_CASE("temporaries of dead processes are cleaned, live ones kept", "[fs]") {
   fs::path out = tmp / "out";
   fs::create_directory(tmp / "out.tmp-999999999");       // no such pid
   fs::create_directory(tmp / cat("out.tmp-", getpid()));  // this process: alive
+  fs::create_directory(tmp / "out.old-999999999");       // a replaced output, moved aside by a killed run
   remove_stale_temporaries(out);
   CHECK_FALSE(fs::exists(tmp / "out.tmp-999999999"));
+  CHECK_FALSE(fs::exists(tmp / "out.old-999999999"));
   CHECK(fs::exists(tmp / cat("out.tmp-", getpid())));
 }
 
@@ -103,4 +106,26 @@ TEST_CASE("an unwritable output location is one clear error", "[fs][bad-input]")
   TempDir tmp;
   std::ofstream(tmp / "file") << "x";
   CHECK_THROWS_WITH(AtomicDir(tmp / "file" / "out", false), Catch::Contains("cannot create parent directory"));
+}
+
+TEST_CASE("outputs never write through a symlink planted at their path", "[fs][bad-input]") {
+  TempDir tmp;
+  std::ofstream(tmp / "victim") << "precious";
+  fs::create_symlink(tmp / "victim", tmp / "model.safetensors");
+  CHECK_THROWS_WITH(OutFile(tmp / "model.safetensors"), Catch::Contains("model.safetensors: cannot create"));
+  fs::create_symlink(tmp / "victim", tmp / "metrics.jsonl");
+  CHECK_THROWS_WITH(MetricsLog((tmp / "metrics.jsonl").string()), Catch::Contains("metrics.jsonl: cannot open"));
+  // An atomic write replaces the link itself (rename does not follow it).
+  write_file_atomic(tmp / "model.safetensors", "new");
+  CHECK_FALSE(fs::is_symlink(tmp / "model.safetensors"));
+  CHECK(read_text_file(tmp / "victim") == "precious");
+}
+
+TEST_CASE("files read whole are capped: a huge or endless file is one clear error", "[fs][bad-input]") {
+  TempDir tmp;
+  std::ofstream(tmp / "config.json") << "0123456789";
+  CHECK(read_text_file(tmp / "config.json", 10) == "0123456789");
+  CHECK_THROWS_WITH(read_text_file(tmp / "config.json", 9), Catch::Contains("config.json: larger than"));
+  // /dev/zero never ends: refused at the cap, not read until memory runs out.
+  CHECK_THROWS_WITH(read_text_file("/dev/zero", size_t(1) << 20), Catch::Contains("/dev/zero: larger than 1 MiB"));
 }

@@ -3,11 +3,13 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <tuple>
 
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
 #include "core/text/tokenizer.h"
 #include "core/util/error.h"
+#include "surgery/route_stats_file.h"
 #include "surgery/surgery_fixtures.h"
 #include "test_util.h"
 
@@ -207,10 +209,42 @@ TEST_CASE("bad selections and budgets are clear errors", "[surgery][bad-input]")
   CHECK_THROWS_WITH(ExpertSelection::from_json(Json::parse(R"({"0":[1,1]})"), "e.json"), Catch::Contains("listed twice"));
 }
 
-TEST_CASE("statistics of another model are refused", "[surgery][bad-input]") {
-  RouteStats s;
+TEST_CASE("statistics of another model, or of another shape, are refused", "[surgery][bad-input]") {
+  ModelConfig c = tiny_config();
+  Model model(c, random_weights(c, 3));
+  RouteStats s = collect_route_stats(model, random_examples(c.vocab_size, 2, 6, 1), {});
   s.model_hash = "sha256:aaaa";
-  CHECK_THROWS_WITH(check_stats_model(s, "sha256:bbbb", "s.safetensors"), Catch::Contains("s.safetensors: model_hash"));
+  CHECK_NOTHROW(check_stats_model(s, "sha256:aaaa", c, "s.safetensors"));
+  CHECK_THROWS_WITH(check_stats_model(s, "sha256:bbbb", c, "s.safetensors"), Catch::Contains("s.safetensors: model_hash"));
+  // A file may name the right model and still not fit it: its shapes are checked too.
+  RouteStats fewer = s;
+  fewer.layers.pop_back();
+  CHECK_THROWS_WITH(check_stats_model(fewer, "sha256:aaaa", c, "s.safetensors"), Catch::Contains("s.safetensors: num_layers"));
+  RouteStats narrow = s;
+  narrow.layers[1].prob_sum = narrow.layers[1].prob_sum.narrow(0, 0, 2);
+  CHECK_THROWS_WITH(check_stats_model(narrow, "sha256:aaaa", c, "s.safetensors"),
+                    Catch::Contains("s.safetensors: layers.1.prob_sum: 2 experts"));
+}
+
+TEST_CASE("a statistics file with a header of the wrong types is refused, naming the field", "[surgery][bad-input]") {
+  TempDir tmp;
+  for (auto [key, value, message] : std::vector<std::tuple<std::string, Json, std::string>>{
+           {"tokens", "many", "emo_route_stats: tokens: expected an integer"},
+           {"tokens", -5, "emo_route_stats: tokens: -5 is outside"},
+           {"num_layers", 0, "emo_route_stats: num_layers: 0 is outside"},
+           {"moe_layers", Json::array({7}), "emo_route_stats.moe_layers[0]: 7 is not a layer index"},
+           {"moe_layers", Json::array({0}), "layers.0.prob_sum"},  // promised, absent
+           {"settings", Json::array(), "emo_route_stats.settings: expected an object"}}) {
+    Json h = route_stats_header(10, 1, 2, Json::array(), "sha256:a", "sha256:b", "sha256:c", Json::object());
+    h[key] = value;
+    fs::path file = tmp / "typed.safetensors";
+    {
+      SafetensorsWriter w(file, {}, {{kRouteStatsHeaderKey, h.dump()}});
+      w.finish();
+    }
+    INFO(key << " = " << value.dump());
+    CHECK_THROWS_WITH(RouteStats::load(file.string()), Catch::Contains(message));
+  }
 }
 
 TEST_CASE("statistics survive a save and load", "[surgery]") {
