@@ -1,7 +1,8 @@
 // bench/merge: merge a 16-expert module into an emo-1b14b-shape bf16 checkpoint.
 //  - time: on a 4-layer slice of the shape (~7 GB: base, output and the cp copy of the
 //    full 27 GB shape do not fit beside each other on this disk), emo merge against
-//    `cp -r` of the base followed by `sync`, both with the base in the page cache;
+//    `cp -r` of the base followed by `sync`, both from the same start (bench_util's
+//    level_start: base and module alone in the page cache), taking turns going first;
 //  - memory: peak anonymous RSS of the merge on the full shape (--full DIR), with the
 //    cp copy not made.
 // Goals: ratio <= 1.3x, peak RssAnon <= 1 GiB.
@@ -73,18 +74,14 @@ int main(int argc, char** argv) {
   const double gb = double(Checkpoint::open(base).store().bytes_on_disk()) / 1e9;
   std::vector<double> cp_times, emo_times;
   for (int r = 0; r < rounds; ++r) {
-    fs::remove_all(dir / "merged");
-    warm_page_cache(base);
-    warm_page_cache(module);
-    run_shell("sync");
-    emo_times.push_back(merge_once(base, module, dir / "merged"));
-    fs::remove_all(dir / "merged");
-    warm_page_cache(base);
-    run_shell("sync");
-    cp_times.push_back(seconds_of([&] { run_shell("cp -r '" + base.string() + "' '" + (dir / "cp").string() + "' && sync"); }));
-    fs::remove_all(dir / "cp");
+    timed_pair(
+        r, [&] { level_start({dir / "merged", dir / "cp"}, {base, module}); },
+        [&] { run_shell("cp -r '" + base.string() + "' '" + (dir / "cp").string() + "' && sync"); },
+        [&] { merge_once(base, module, dir / "merged"); }, cp_times, emo_times);
     std::printf("round %d: cp -r + sync %.2fs, emo merge %.2fs\n", r + 1, cp_times.back(), emo_times.back());
   }
+  fs::remove_all(dir / "merged");
+  fs::remove_all(dir / "cp");
   double cp = median(cp_times), em = median(emo_times);
   std::printf("\nbase: 4-layer slice of emo-1b14b, %.2f GB (bf16); module: 16 of 128 experts per layer\n", gb);
   std::printf("%-28s %8.2f s\n%-28s %8.2f s\nratio merge/cp = %.2fx (goal <= 1.3x)\n", "cp -r + sync", cp, "emo merge", em, em / cp);

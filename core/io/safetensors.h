@@ -104,6 +104,7 @@ class SafetensorsWriter {
   void write(const std::string& name, const void* data, size_t n);
   // The same, for bytes that lie in a mapped file: copied file-to-file by the kernel.
   void copy(const std::string& name, const MappedFile& file, const void* data, size_t n);
+  void flush() { out_.flush(); }  // copies pending from copy() happen now
   // Checks every tensor got all its bytes; fsyncs and closes.
   void finish();
   const fs::path& path() const { return out_.path(); }

@@ -181,6 +181,10 @@ void CheckpointWriter::copy(const std::string& name, const MappedFile& file, con
   writer_for(name).copy(name, file, data, n);
 }
 
+void CheckpointWriter::flush() {
+  if (writer_) writer_->flush();
+}
+
 void CheckpointWriter::finish() {
   while (current_shard_ + 1 < shards_.size()) open_shard(current_shard_ + 1);
   writer_->finish();

@@ -57,6 +57,7 @@ class CheckpointWriter {
                    const Metadata& metadata = {{"format", "pt"}});
   void write(const std::string& name, const void* data, size_t n);
   void copy(const std::string& name, const MappedFile& file, const void* data, size_t n);
+  void flush();  // copies pending from copy() happen now
   void finish();
   size_t shard_count() const { return shards_.size(); }
 

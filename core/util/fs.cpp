@@ -87,6 +87,8 @@ void OutFile::copy_from(int src_fd, uint64_t src_offset, size_t n, const void* s
   pending_ = {src_fd, src_offset, n, mapped_bytes};
 }
 
+void OutFile::flush() { flush_copy(); }
+
 void OutFile::flush_copy() {
   if (!pending_.n) return;
   PendingCopy p = pending_;

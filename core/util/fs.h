@@ -38,6 +38,7 @@ class OutFile {
   // (hashing) on the next.
   // `same_bytes_mapped` (the bytes, mapped) must stay valid until the next call.
   void copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped);
+  void flush();  // performs a pending copy_from now (the caller overlaps it with other work)
   void sync();   // fdatasync
   void close();  // sync + close; the destructor closes without syncing
   uint64_t bytes_written() const { return written_; }
