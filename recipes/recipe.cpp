@@ -184,6 +184,11 @@ Recipe Loader::load() {
   check_keys(root, "", {"name", "description", "inputs", "steps", "outputs"});
   if (!root["name"]) error(SourcePos{file_, 1, 1}, "name", "missing: every recipe has a name");
   r_.name = scalar(root["name"], "name");
+  // The name is the default work directory (out/<name>): a name like "../../x" would
+  // write outside it, so it follows the step-id rule.
+  static const std::regex name_re("[A-Za-z][A-Za-z0-9_-]*");
+  if (!std::regex_match(r_.name, name_re))
+    error(root["name"], "name", "\"", r_.name, "\": use letters, digits, - and _, starting with a letter");
   if (root["description"]) r_.description = scalar(root["description"], "description");
   if (root["inputs"]) load_inputs(root["inputs"]);
   for (const auto& [name, path] : options_.input_paths)

@@ -160,6 +160,9 @@ steps:
 
 TEST_CASE("recipe errors: each class names file, line and column", "[recipes][bad-input]") {
   CHECK(load_error("name: t\nstep: []\n") == "toy.yaml:2:1: step: unknown key (expected one of: description, inputs, name, outputs, steps)");
+  // The name is the default work directory, out/<name>: it cannot lead elsewhere.
+  CHECK(load_error("name: ../../home\nsteps: []\n") ==
+        "toy.yaml:1:7: name: \"../../home\": use letters, digits, - and _, starting with a letter");
   CHECK(load_error("name: t\nsteps: [\n") .find("toy.yaml:3:1: not valid YAML") == 0);
   // Found by fuzz_recipe: YAML allows a list as a key; it used to escape as yaml-cpp's
   // "bad conversion" (tests/fuzz/corpus/recipe/regression-complex-key.yaml).
