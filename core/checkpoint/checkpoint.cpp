@@ -1,6 +1,8 @@
 #include "core/checkpoint/checkpoint.h"
 
+#include <memory>
 #include <set>
+#include <utility>
 
 #include "core/checkpoint/content_hash.h"
 #include "core/util/error.h"
@@ -269,18 +271,8 @@ std::string write_model(const fs::path& dir, const ModelConfig& config, const st
   for (const auto& p : plan) specs.push_back(p.spec);
   CheckpointWriter writer(dir, specs, options.max_shard_bytes);
   // A tensor's digest is final only once the run holding its last piece is hashed, so
-  // its hasher is kept until every run is done.
-  struct Open {
-    const OutputTensor* t;
-    uint64_t nbytes;
-    std::unique_ptr<Sha256> h;
-  };
-  std::vector<Open> open;
-  TensorDigests digests;
-  auto close_hashed = [&] {
-    for (auto& o : open) digests[o.t->tensor.name] = {o.t->dtype, o.t->tensor.shape, o.nbytes, o.h->hex()};
-    open.clear();
-  };
+  // its hasher is kept until every run is done (pointers into it wait in the runs).
+  std::vector<std::pair<const OutputTensor*, std::unique_ptr<Sha256>>> hashers;
   {
     RunWriter runs(writer);
     for (const auto& p : plan) {
@@ -288,8 +280,8 @@ std::string write_model(const fs::path& dir, const ModelConfig& config, const st
         const OutputTensor& t = tensors[part];
         uint64_t expected = TensorSpec{t.tensor.name, t.dtype, t.tensor.shape}.nbytes();
         uint64_t got = 0;
-        open.push_back({&t, expected, std::make_unique<Sha256>()});
-        Sha256& h = *open.back().h;
+        hashers.emplace_back(&t, std::make_unique<Sha256>());
+        Sha256& h = *hashers.back().second;
         source(t, ByteSink([&](const void* data, size_t n, const MappedFile* file) {
           got += n;
           if (got > expected) fail(dir.string(), t.tensor.name, "source produced more than ", expected, " bytes");
@@ -301,7 +293,9 @@ std::string write_model(const fs::path& dir, const ModelConfig& config, const st
     }
     runs.flush();
   }
-  close_hashed();
+  TensorDigests digests;
+  for (const auto& [t, h] : hashers)
+    digests[t->tensor.name] = {t->dtype, t->tensor.shape, TensorSpec{t->tensor.name, t->dtype, t->tensor.shape}.nbytes(), h->hex()};
   writer.finish();
   if (digests_out) *digests_out = digests;
   return combine_content_hash(config, digests);
@@ -328,8 +322,9 @@ void stream_view(const TensorView& view, DType dtype, const ByteSink& sink) {
   const MappedFile& map = *view.owner;
   const size_t base = size_t(view.data - map.data());
   if (dtype == view.dtype) {
-    // 64 MB slices: large enough for fast copy_file_range calls (as cp makes them),
-    // small enough that the writer's copy of one slice overlaps the hash of the next.
+    // 64 MB slices, the size of write_model's runs: each is copied by the kernel while
+    // the hasher hashes it. Both read through the file descriptor, so the pages can
+    // leave our mapping at once.
     const uint64_t slice = 64ull << 20;
     for (uint64_t off = 0; off < view.nbytes; off += slice) {
       uint64_t n = std::min(slice, view.nbytes - off);

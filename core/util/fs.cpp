@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <vector>
 
@@ -31,19 +32,28 @@ void ignore_sigxfsz_once() {
 
 }  // namespace
 
-std::string read_text_file(const fs::path& path, size_t max_bytes) {
+namespace {
+
+// Hands the file to `block` one block at a time, in order; errors name the file.
+void read_blocks(const fs::path& path, const std::function<void(const char* data, size_t n)>& block) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), "", "cannot open: ", errno_text());
+  std::vector<char> buf(size_t(1) << 20);
+  while (in.read(buf.data(), std::streamsize(buf.size())) || in.gcount() > 0) block(buf.data(), size_t(in.gcount()));
+  if (in.bad()) fail(path.string(), "", "read failed: ", errno_text());
+}
+
+}  // namespace
+
+std::string read_text_file(const fs::path& path, size_t max_bytes) {
   // Read in blocks against the cap rather than trusting the size stat() reports: the
   // path may name a pipe or a device (/dev/zero) that never ends.
   std::string out;
-  char buf[1 << 16];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    if (out.size() + size_t(in.gcount()) > max_bytes)
+  read_blocks(path, [&](const char* data, size_t n) {
+    if (out.size() + n > max_bytes)
       fail(path.string(), "", "larger than ", max_bytes >> 20, " MiB, the limit for a file read whole; refusing it");
-    out.append(buf, size_t(in.gcount()));
-  }
-  if (in.bad()) fail(path.string(), "", "read failed: ", errno_text());
+    out.append(data, n);
+  });
   return out;
 }
 
@@ -58,21 +68,27 @@ OutFile::~OutFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void OutFile::write(const void* data, size_t n) {
-  flush_copy();
+bool write_all(int fd, const void* data, size_t n, uint64_t* written) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     // Linux caps one write at ~2 GiB; larger tensors go in slices.
-    size_t chunk = std::min<size_t>(n, size_t(1) << 30);
-    ssize_t w = ::write(fd_, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path_.string(), "", "write failed after ", written_, " bytes: ", errno_text());
+    ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t(1) << 30));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = EIO;
+      return false;
     }
     p += w;
     n -= size_t(w);
-    written_ += uint64_t(w);
+    *written += uint64_t(w);
   }
+  return true;
+}
+
+void OutFile::write(const void* data, size_t n) {
+  flush_copy();
+  if (!write_all(fd_, data, n, &written_))
+    fail(path_.string(), "", "write failed after ", written_, " bytes: ", errno_text());
   start_writeback();
 }
 
@@ -176,10 +192,10 @@ void remove_stale_temporaries(const fs::path& target) {
   // OUT.tmp-<pid>: an output being written; OUT.old-<pid>: the output it replaces, moved
   // aside for the instant of the rename. Either one of a dead process is debris of a
   // kill and never a complete output under OUT's name.
-  for (const char* kind : {".tmp-", ".old-"}) {
-    std::string prefix = t.filename().string() + kind;
-    for (const auto& entry : fs::directory_iterator(parent, ec)) {
-      std::string name = entry.path().filename().string();
+  for (const auto& entry : fs::directory_iterator(parent, ec)) {
+    std::string name = entry.path().filename().string();
+    for (const char* kind : {".tmp-", ".old-"}) {
+      std::string prefix = t.filename().string() + kind;
       if (name.rfind(prefix, 0) != 0) continue;
       char* end = nullptr;
       long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
@@ -237,12 +253,8 @@ void AtomicDir::commit() {
 
 void copy_file_synced(const fs::path& from, const fs::path& to) {
   // In blocks: a carried file may be large and is never held in memory whole.
-  std::ifstream in(from, std::ios::binary);
-  if (!in) fail(from.string(), "", "cannot open: ", errno_text());
   OutFile out(to);
-  std::vector<char> buf(size_t(1) << 20);
-  while (in.read(buf.data(), std::streamsize(buf.size())) || in.gcount() > 0) out.write(buf.data(), size_t(in.gcount()));
-  if (in.bad()) fail(from.string(), "", "read failed: ", errno_text());
+  read_blocks(from, [&](const char* data, size_t n) { out.write(data, n); });
   out.close();
 }
 

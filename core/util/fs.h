@@ -20,6 +20,10 @@ std::string read_text_file(const fs::path& path, size_t max_bytes = kMaxTextFile
 // see a half-written file.
 void write_file_atomic(const fs::path& path, std::string_view content);
 
+// Writes all n bytes to `fd`, retrying interrupted writes and adding to *written as it
+// goes; false (errno set) when the system refuses: callers name the file.
+bool write_all(int fd, const void* data, size_t n, uint64_t* written);
+
 // An open file descriptor that writes everything or throws emo::Error naming the file
 // (a full disk or a file-size limit surfaces here, not as a short file).
 class OutFile {
@@ -34,8 +38,9 @@ class OutFile {
   // (copy_file_range) when the filesystems allow it, else through write(). Requests
   // that continue the previous one in the same source are merged into one call of up
   // to kCopyRun bytes: the kernel copies large ranges several times faster than many
-  // 4 MB ones, and a bounded run lets the copy of one run overlap the caller's work
-  // (hashing) on the next.
+  // 4 MB ones. The copy happens at the next call that does not continue it, or at
+  // flush(): a caller overlapping the copy with other work (write_model's hashing) calls
+  // flush() while that work runs.
   // `same_bytes_mapped` (the bytes, mapped) must stay valid until the next call.
   void copy_from(int src_fd, uint64_t src_offset, size_t n, const void* same_bytes_mapped);
   void flush();  // performs a pending copy_from now (the caller overlaps it with other work)

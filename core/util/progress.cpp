@@ -3,13 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
-#include <atomic>
-#include <cstdio>
-
 #include "core/util/error.h"
+#include "core/util/fs.h"
 #include "core/util/log.h"
 
 namespace emo {
@@ -99,13 +99,8 @@ void MetricsLog::open(const std::string& path) {
 void MetricsLog::write(const Json& record) {
   if (fd_ < 0) return;
   std::string line = record.dump() + "\n";
-  size_t off = 0;
-  while (off < line.size()) {
-    ssize_t w = ::write(fd_, line.data() + off, line.size() - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail(path_, "", "writing metrics failed: ", std::strerror(errno));
-    off += size_t(w);
-  }
+  uint64_t written = 0;
+  if (!write_all(fd_, line.data(), line.size(), &written)) fail(path_, "", "writing metrics failed: ", std::strerror(errno));
 }
 
 }  // namespace emo
