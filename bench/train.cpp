@@ -14,12 +14,14 @@
 //
 //   bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)]
 //               [--profile TRACE.json: emo's steps only, alone, as a chrome://tracing file]
+#include <c10/core/CPUAllocator.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <cstring>
 
 #include "bench/bench_util.h"
 #include "core/checkpoint/init.h"
+#include "core/model/cpu_allocator.h"
 #include "core/model/model.h"
 #include "core/model/runtime.h"
 #include "core/util/log.h"
@@ -122,8 +124,11 @@ class NaiveStep {
     ids_ = at::randint(0, c.vocab_size - 2, {batch, seq}, gen, torch::kInt64);
   }
 
-  // Runs one step; the first is a warm-up and is not timed.
+  // Runs one step on LibTorch's default CPU allocator, as plain LibTorch does (it runs
+  // inside emo's trainer, which keeps its own caching allocator installed); the first
+  // step is a warm-up and is not timed.
   void operator()() {
+    ScopedCpuAllocator plain(c10::GetDefaultCPUAllocator());
     double s = seconds_of([&] { step(); });
     if (++calls_ > 1) seconds_.push_back(s);
   }

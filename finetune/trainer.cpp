@@ -8,6 +8,7 @@
 
 #include "core/checkpoint/summary.h"
 #include "core/model/compat.h"
+#include "core/model/cpu_allocator.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
@@ -592,6 +593,8 @@ class Run {
 
 TrainResult train(TrainInputs& inputs, const TrainOptions& options) {
   if (!inputs.model || !inputs.data || !inputs.checkpoint) fail("train", "", "model, data and checkpoint are required");
+  // Every step frees and reallocates the same large activations: keep them mapped.
+  CachingCpuAllocatorScope keep_blocks;
   Run run(inputs, options);
   return run.go();
 }

@@ -8,6 +8,8 @@
 //  - autocast: 1.13 has per-device functions (set_enabled, set_autocast_gpu_dtype); 2.4+
 //    takes the device type as an argument (set_autocast_enabled(device, ...)).
 //  - NCCL exists only in CUDA builds (USE_C10D_NCCL); Gloo needs USE_C10D_GLOO.
+//  - c10::Allocator: allocate() is const up to 2.2 and not from 2.3, which also makes
+//    copy_data() pure virtual; compat::Allocator hides both.
 //
 // Nothing else in emo tests TORCH_VERSION_*.
 #pragma once
@@ -16,6 +18,7 @@
 #include <torch/version.h>
 
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -56,6 +59,22 @@ class AutocastGuard {
  private:
   torch::DeviceType device_;
   AutocastState saved_;
+};
+
+// ---- allocator -------------------------------------------------------------------------
+
+// Derive from this and implement allocate_block(); it overrides what each version asks.
+class Allocator : public c10::Allocator {
+ public:
+  virtual c10::DataPtr allocate_block(size_t bytes) = 0;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t bytes) override { return allocate_block(bytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    if (count) std::memcpy(dest, src, count);
+  }
+#else
+  c10::DataPtr allocate(size_t bytes) const override { return const_cast<Allocator*>(this)->allocate_block(bytes); }
+#endif
 };
 
 // ---- c10d -------------------------------------------------------------------------------
