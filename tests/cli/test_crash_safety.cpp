@@ -42,8 +42,9 @@ struct Outcome {
 
 // Runs `emo ARGS` (whitespace-separated, no quoting: test paths have no spaces) and sends
 // SIGKILL after `delay` unless it has exited by then. Exec'd directly, without a shell,
-// so the delay is measured from the emo process's start.
-Outcome run_and_kill(const std::string& args, std::chrono::microseconds delay) {
+// so the delay is measured from the emo process's start. Its stderr is appended to
+// `log` when given (what a failed run said), else dropped.
+Outcome run_and_kill(const std::string& args, std::chrono::microseconds delay, const fs::path& log = {}) {
   std::vector<std::string> argv = words(args);
   argv.insert(argv.begin(), emo_exe());
   std::vector<char*> cargv;
@@ -53,7 +54,8 @@ Outcome run_and_kill(const std::string& args, std::chrono::microseconds delay) {
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1), dup2(devnull, 2);
+    int err = log.empty() ? devnull : ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(devnull, 1), dup2(err < 0 ? devnull : err, 2);
     execv(cargv[0], cargv.data());
     _exit(127);
   }
@@ -212,10 +214,11 @@ TEST_CASE("kill -9 during finetune, again and again: checkpoints are whole, --re
                  : kills < 10 ? random_delay(t)
                               : std::chrono::microseconds(std::chrono::minutes(10));
     INFO("run " << kills << ", killed after " << delay.count() << " us (uninterrupted: " << t.count() << " us)");
-    Outcome o = run_and_kill(args + " --out " + out.string() + " --resume", delay);
+    Outcome o = run_and_kill(args + " --out " + out.string() + " --resume", delay, work / "stderr.log");
     if (o.killed) {
       ++kills;
     } else {
+      INFO("what the runs wrote to stderr:\n" << file_bytes(work / "stderr.log"));
       REQUIRE(o.code == 0);
       done = true;
     }
