@@ -14,6 +14,9 @@
 //
 //   bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)]
 //               [--profile TRACE.json: emo's steps only, alone, as a chrome://tracing file]
+//               [--naive-allocator default|caching: what the naive step allocates with;
+//                default is LibTorch's own, as plain LibTorch runs; caching shares emo's,
+//                to see how much of the ratio the allocator is]
 #include <c10/core/CPUAllocator.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
@@ -116,7 +119,8 @@ double emo_tokens_per_second(const ModelConfig& c, int64_t batch, int64_t seq, i
 // cross_entropy, the load-balancing loss from the router logits, torch::optim::AdamW.
 class NaiveStep {
  public:
-  NaiveStep(const ModelConfig& c, int64_t batch, int64_t seq) : c_(c), seq_(seq), model_(c, init_weights(c, 0, {})) {
+  NaiveStep(const ModelConfig& c, int64_t batch, int64_t seq, bool plain_allocator)
+      : c_(c), seq_(seq), plain_allocator_(plain_allocator), model_(c, init_weights(c, 0, {})) {
     for (auto& p : named_params(model_.weights(), c))
       if (p.tensor->defined()) p.tensor->requires_grad_(true), params_.push_back(*p.tensor);
     opt_ = std::make_unique<torch::optim::AdamW>(params_, torch::optim::AdamWOptions(1e-4).weight_decay(0.0));
@@ -124,11 +128,11 @@ class NaiveStep {
     ids_ = at::randint(0, c.vocab_size - 2, {batch, seq}, gen, torch::kInt64);
   }
 
-  // Runs one step on LibTorch's default CPU allocator, as plain LibTorch does (it runs
-  // inside emo's trainer, which keeps its own caching allocator installed); the first
-  // step is a warm-up and is not timed.
+  // Runs one step, on LibTorch's default CPU allocator as plain LibTorch does unless
+  // told otherwise (it runs inside emo's trainer, which keeps its caching allocator
+  // installed); the first step is a warm-up and is not timed.
   void operator()() {
-    ScopedCpuAllocator plain(c10::GetDefaultCPUAllocator());
+    ScopedCpuAllocator plain(plain_allocator_ ? c10::GetDefaultCPUAllocator() : c10::GetCPUAllocator());
     double s = seconds_of([&] { step(); });
     if (++calls_ > 1) seconds_.push_back(s);
   }
@@ -160,6 +164,7 @@ class NaiveStep {
 
   ModelConfig c_;
   int64_t seq_;
+  bool plain_allocator_;
   Model model_;
   std::vector<torch::Tensor> params_;
   std::unique_ptr<torch::optim::AdamW> opt_;
@@ -170,8 +175,8 @@ class NaiveStep {
 
 // Both contenders, their steps alternating; returns {naive, emo} tokens/s.
 std::pair<double, double> measure(const ModelConfig& c, int64_t batch, int64_t seq, int steps, const fs::path& dir,
-                                  const std::string& profile) {
-  NaiveStep naive(c, batch, seq);
+                                  const std::string& profile, bool plain_allocator) {
+  NaiveStep naive(c, batch, seq, plain_allocator);
   double ours = emo_tokens_per_second(c, batch, seq, steps, dir, std::ref(naive), profile);
   return {naive.tokens_per_second(), ours};
 }
@@ -179,17 +184,24 @@ std::pair<double, double> measure(const ModelConfig& c, int64_t batch, int64_t s
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::check_flag_pairs(argc, argv, "bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)]");
+  bench::check_flag_pairs(argc, argv, "bench_train [--steps N] [--threads N] [--shape moe|small|both] [--moe-batch B (32)] "
+                                     "[--profile TRACE.json] [--naive-allocator default|caching]");
   int steps = 5, threads = 0;
   int64_t moe_batch = 32;
-  std::string which = "both", profile;
+  std::string which = "both", profile, naive_allocator = "default";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--shape")) which = argv[i + 1];
     else if (!std::strcmp(argv[i], "--moe-batch")) moe_batch = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--profile")) profile = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--naive-allocator")) naive_allocator = argv[i + 1];
   }
+  if (naive_allocator != "default" && naive_allocator != "caching") {
+    std::fprintf(stderr, "bench_train: --naive-allocator: expected default or caching, got %s\n", naive_allocator.c_str());
+    return 2;
+  }
+  const bool plain_allocator = naive_allocator == "default";
   configure_threads(threads);
   set_log_level(LogLevel::Warn);
   const fs::path dir = fs::temp_directory_path() / "emo-bench-train";
@@ -201,8 +213,8 @@ int main(int argc, char** argv) {
                 (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_experts,
                 (long long)c.num_experts_per_tok, (long long)c.intermediate_size, (long long)c.vocab_size,
                 (long long)batch, (long long)seq, at::get_num_threads());
-    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile);
-    std::printf("  %-44s %9.0f tokens/s\n", "naive step (mask loop, full logits, AdamW)", naive);
+    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile, plain_allocator);
+    std::printf("  %-44s %9.0f tokens/s\n", plain_allocator ? "naive step (mask loop, full logits, AdamW)" : "naive step, on emo's caching allocator", naive);
     std::printf("  %-44s %9.0f tokens/s\n", "emo trainer", ours);
     std::printf("  ratio emo/naive = %.2fx (goal >= 2x)\n", ours / naive);
   }
@@ -212,8 +224,8 @@ int main(int argc, char** argv) {
     std::printf("small shape: 4 layers, hidden 128, 4 heads, 31 routed + 1 shared experts, top-3 routed, expert FFN 64, "
                 "vocab 8002; batch %lld x %lld; %d threads\n",
                 (long long)batch, (long long)seq, at::get_num_threads());
-    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile);
-    std::printf("  %-44s %9.0f tokens/s\n", "naive step (mask loop, full logits, AdamW)", naive);
+    auto [naive, ours] = measure(c, batch, seq, steps, dir, profile, plain_allocator);
+    std::printf("  %-44s %9.0f tokens/s\n", plain_allocator ? "naive step (mask loop, full logits, AdamW)" : "naive step, on emo's caching allocator", naive);
     std::printf("  %-44s %9.0f tokens/s\n", "emo trainer", ours);
     std::printf("  emo = %.2fx the naive step; %.2fx the ~2,300 tokens/s of plain PyTorch (goal >= 2x)\n", ours / naive,
                 ours / 2300.0);

@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <list>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -35,23 +37,22 @@ class CachingCpuAllocator final : public compat::Allocator {
 
   void release(void* ptr) {
     if (!ptr) return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    auto it = live_.find(ptr);
-    if (it == live_.end()) {  // a small block, from c10's allocator
-      lock.unlock();
-      c10::free_cpu(ptr);
-      return;
+    std::vector<Block> drop;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      auto it = live_.find(ptr);
+      if (it == live_.end()) {  // a small block, from c10's allocator
+        lock.unlock();
+        c10::free_cpu(ptr);
+        return;
+      }
+      const Block b{ptr, it->second};
+      live_.erase(it);
+      stats_.live_bytes -= b.size;
+      if (depth_ == 0) drop.push_back(b);
+      else keep_idle(b, drop);
     }
-    const size_t size = it->second;
-    live_.erase(it);
-    stats_.live_bytes -= size;
-    if (depth_ > 0 && stats_.idle_bytes + size <= idle_limit_) {
-      idle_[size].push_back(ptr);
-      stats_.idle_bytes += size;
-      return;
-    }
-    lock.unlock();
-    munmap(ptr, size);
+    unmap(drop);
   }
 
   // Called by the scopes: caching is on while at least one is alive.
@@ -60,13 +61,13 @@ class CachingCpuAllocator final : public compat::Allocator {
     ++depth_;
   }
   void leave() {
-    std::vector<std::pair<void*, size_t>> drop;
+    std::vector<Block> drop;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--depth_ > 0) return;
       drop = take_all_idle();
     }
-    for (auto& [p, size] : drop) munmap(p, size);
+    unmap(drop);
   }
 
   CpuCacheStats stats() {
@@ -75,35 +76,69 @@ class CachingCpuAllocator final : public compat::Allocator {
   }
 
  private:
+  struct Block {
+    void* ptr;
+    size_t size;
+  };
+  using Lru = std::list<Block>;  // idle blocks, least recently freed first
+
   void* take(size_t bytes) {
     const size_t size = cpu_cache_size_class(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = idle_.find(size);
-      if (it != idle_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        stats_.idle_bytes -= size;
-        ++stats_.hits;
-        note_live(p, size);
-        return p;
-      }
+      if (void* p = reuse(size)) return p;
     }
     void* p = map(size);
-    if (!p) {  // out of address space or memory: give back what is idle, then retry once
-      std::vector<std::pair<void*, size_t>> drop;
+    if (!p) {  // out of memory or address space: give back what is idle, then retry once
+      std::vector<Block> drop;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         drop = take_all_idle();
       }
-      for (auto& [q, s] : drop) munmap(q, s);
+      unmap(drop);
       p = map(size);
     }
     TORCH_CHECK(p, "emo's CPU allocator: not enough memory for a block of ", bytes, " bytes");
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.misses;
-    note_live(p, size);
+    note_live({p, size});
     return p;
+  }
+
+  // The smallest idle block that holds `size` and is at most twice it: sizes that vary
+  // from step to step (sequence lengths, tokens per expert) still find a block.
+  void* reuse(size_t size) {
+    auto it = by_size_.lower_bound(size);
+    if (it == by_size_.end() || it->first > 2 * size) return nullptr;
+    const Block b = *it->second;
+    lru_.erase(it->second);
+    by_size_.erase(it);
+    stats_.idle_bytes -= b.size;
+    ++stats_.hits;
+    note_live(b);
+    return b.ptr;
+  }
+
+  // Keeps a freed block; past the idle bound the least recently freed blocks go.
+  void keep_idle(const Block& b, std::vector<Block>& drop) {
+    if (b.size > idle_limit_) {
+      drop.push_back(b);
+      return;
+    }
+    by_size_.emplace(b.size, lru_.insert(lru_.end(), b));
+    stats_.idle_bytes += b.size;
+    while (stats_.idle_bytes > idle_limit_) {
+      const Block old = lru_.front();
+      auto range = by_size_.equal_range(old.size);
+      for (auto it = range.first; it != range.second; ++it)
+        if (it->second == lru_.begin()) {
+          by_size_.erase(it);
+          break;
+        }
+      lru_.pop_front();
+      stats_.idle_bytes -= old.size;
+      drop.push_back(old);
+    }
   }
 
   static void* map(size_t size) {
@@ -113,23 +148,27 @@ class CachingCpuAllocator final : public compat::Allocator {
     return p;
   }
 
-  void note_live(void* p, size_t size) {
-    live_.emplace(p, size);
-    stats_.live_bytes += size;
+  static void unmap(const std::vector<Block>& blocks) {
+    for (const Block& b : blocks) munmap(b.ptr, b.size);
   }
 
-  std::vector<std::pair<void*, size_t>> take_all_idle() {
-    std::vector<std::pair<void*, size_t>> all;
-    for (auto& [size, blocks] : idle_)
-      for (void* p : blocks) all.emplace_back(p, size);
-    idle_.clear();
+  void note_live(const Block& b) {
+    live_.emplace(b.ptr, b.size);
+    stats_.live_bytes += b.size;
+  }
+
+  std::vector<Block> take_all_idle() {
+    std::vector<Block> all(lru_.begin(), lru_.end());
+    lru_.clear();
+    by_size_.clear();
     stats_.idle_bytes = 0;
     return all;
   }
 
   std::mutex mutex_;
-  std::unordered_map<void*, size_t> live_;
-  std::unordered_map<size_t, std::vector<void*>> idle_;
+  std::unordered_map<void*, size_t> live_;  // cached-size blocks handed out, by address
+  Lru lru_;
+  std::multimap<size_t, Lru::iterator> by_size_;
   CpuCacheStats stats_;
   int depth_ = 0;
   const size_t idle_limit_ = physical_memory_bytes() / 4;

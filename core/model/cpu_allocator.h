@@ -4,14 +4,15 @@
 // mmap and unmaps it on free, so each training step faults in, and the kernel zeroes,
 // every page of every large activation and gradient again. On bench_train's MoE shape
 // that was about 40% of a step spent in the kernel. As PyTorch's CUDA caching allocator
-// does for GPU memory, blocks of 1 MiB and up are kept when freed and handed to the next
-// request of the same size class (sizes rounded up by at most 1/8), which in a training
-// loop is nearly every request from the second step on. Smaller blocks go to LibTorch's
-// default allocator (glibc's heap already reuses them).
+// does for GPU memory, blocks of 1 MiB and up (sizes rounded up by at most 1/8) are kept
+// when freed and handed to a later request that fits: the smallest idle block at least
+// its size and at most twice it, so sizes that vary from step to step are served too.
+// In a training loop that is nearly every request from the second step on. Smaller
+// blocks go to LibTorch's default allocator (glibc's heap already reuses them).
 //
-// Idle blocks are bounded (a quarter of physical memory); past that a freed block is
-// unmapped. Leaving the scope restores the previous allocator and unmaps every idle
-// block; tensors that outlive the scope are still freed correctly.
+// Idle blocks are bounded (a quarter of physical memory); past that the least recently
+// freed are unmapped. Leaving the scope restores the previous allocator and unmaps every
+// idle block; tensors that outlive the scope are still freed correctly.
 #pragma once
 
 #include <c10/core/Allocator.h>

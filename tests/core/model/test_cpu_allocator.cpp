@@ -61,3 +61,25 @@ TEST_CASE("outside a caching scope LibTorch's allocator is back", "[allocator]")
   }
   CHECK(c10::GetCPUAllocator() == plain);
 }
+
+TEST_CASE("a request takes the smallest idle block that holds it, up to twice its size", "[allocator]") {
+  CachingCpuAllocatorScope scope;
+  const CpuCacheStats before = cpu_cache_stats();
+  void *big_ptr = nullptr, *mid_ptr = nullptr;
+  {
+    auto big = torch::empty({3 << 20}, torch::kUInt8);  // 3 MiB
+    auto mid = torch::empty({2 << 20}, torch::kUInt8);  // 2 MiB
+    big_ptr = big.data_ptr(), mid_ptr = mid.data_ptr();
+  }
+  {
+    auto a = torch::empty({(3 << 19) + 4096}, torch::kUInt8);  // 1.5 MiB + a page: the 2 MiB block
+    CHECK(a.data_ptr() == mid_ptr);
+    auto b = torch::empty({1 << 20}, torch::kUInt8);  // 1 MiB: 3 MiB is more than twice it
+    CHECK(b.data_ptr() != big_ptr);
+    auto c = torch::empty({(5 << 19) + 1}, torch::kUInt8);  // 2.5 MiB: the 3 MiB block
+    CHECK(c.data_ptr() == big_ptr);
+  }
+  const CpuCacheStats after = cpu_cache_stats();
+  CHECK(after.hits == before.hits + 2);
+  CHECK(after.misses == before.misses + 3);
+}
