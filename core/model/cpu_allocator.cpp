@@ -6,9 +6,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <list>
 #include <map>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -200,9 +202,22 @@ ScopedCpuAllocator::ScopedCpuAllocator(c10::Allocator* allocator) : previous_(c1
 
 ScopedCpuAllocator::~ScopedCpuAllocator() { c10::SetCPUAllocator(previous_, /*priority=*/0); }
 
-CachingCpuAllocatorScope::CachingCpuAllocatorScope() : installed_(&cache()) { cache().enter(); }
+namespace {
+bool caching_turned_off() {
+  const char* v = std::getenv("EMO_NO_CPU_MEMORY_CACHING");
+  return v && *v && std::string(v) != "0";
+}
+}  // namespace
 
-CachingCpuAllocatorScope::~CachingCpuAllocatorScope() { cache().leave(); }
+CachingCpuAllocatorScope::CachingCpuAllocatorScope() {
+  if (caching_turned_off()) return;
+  installed_.emplace(&cache());
+  cache().enter();
+}
+
+CachingCpuAllocatorScope::~CachingCpuAllocatorScope() {
+  if (installed_) cache().leave();
+}
 
 CpuCacheStats cpu_cache_stats() { return cache().stats(); }
 

@@ -13,11 +13,15 @@
 // Idle blocks are bounded (a quarter of physical memory); past that the least recently
 // freed are unmapped. Leaving the scope restores the previous allocator and unmaps every
 // idle block; tensors that outlive the scope are still freed correctly.
+//
+// EMO_NO_CPU_MEMORY_CACHING=1 in the environment turns it off (LibTorch's allocator
+// throughout), as PYTORCH_NO_CUDA_MEMORY_CACHING=1 does for PyTorch's GPU cache.
 #pragma once
 
 #include <c10/core/Allocator.h>
 
 #include <cstddef>
+#include <optional>
 
 namespace emo {
 
@@ -34,7 +38,8 @@ class ScopedCpuAllocator {
   c10::Allocator* previous_;
 };
 
-// The caching allocator for the scope's lifetime; idle blocks are unmapped on exit.
+// The caching allocator for the scope's lifetime (unless EMO_NO_CPU_MEMORY_CACHING is set
+// to anything but 0); idle blocks are unmapped on exit.
 class CachingCpuAllocatorScope {
  public:
   CachingCpuAllocatorScope();
@@ -43,7 +48,7 @@ class CachingCpuAllocatorScope {
   CachingCpuAllocatorScope& operator=(const CachingCpuAllocatorScope&) = delete;
 
  private:
-  ScopedCpuAllocator installed_;
+  std::optional<ScopedCpuAllocator> installed_;
 };
 
 struct CpuCacheStats {

@@ -83,3 +83,18 @@ TEST_CASE("a request takes the smallest idle block that holds it, up to twice it
   CHECK(after.hits == before.hits + 2);
   CHECK(after.misses == before.misses + 3);
 }
+
+TEST_CASE("EMO_NO_CPU_MEMORY_CACHING=1 leaves LibTorch's allocator in place", "[allocator]") {
+  c10::Allocator* plain = c10::GetCPUAllocator();
+  setenv("EMO_NO_CPU_MEMORY_CACHING", "1", 1);
+  {
+    CachingCpuAllocatorScope scope;
+    CHECK(c10::GetCPUAllocator() == plain);
+  }
+  setenv("EMO_NO_CPU_MEMORY_CACHING", "0", 1);
+  {
+    CachingCpuAllocatorScope scope;
+    CHECK(c10::GetCPUAllocator() != plain);
+  }
+  unsetenv("EMO_NO_CPU_MEMORY_CACHING");
+}
