@@ -110,34 +110,44 @@ torch::Tensor expert_mlp(const torch::Tensor& x, const torch::Tensor& gate_up, c
 
 namespace {
 
+// Calls f(e, first_row, rows) for each expert with rows, in expert order.
+template <class F>
+void for_each_expert(const std::vector<int64_t>& sizes, F&& f) {
+  int64_t off = 0;
+  for (size_t e = 0; e < sizes.size(); ++e) {
+    if (sizes[e] == 0) continue;
+    f(int64_t(e), off, sizes[e]);
+    off += sizes[e];
+  }
+}
+
 // The experts of one layer on their sorted rows: per expert e, rows [off_e, off_e + c_e)
-// of x go through down(silu(gate(x)) * up(x)). A hand-written backward computes the
+// of x go through down(w * silu(gate(x)) * up(x)), w [M] being each row's routing
+// weight. The weight scales the [M, I] activation before the down GEMM
+// rather than its [M, H] output after it: the same product, without a full-width pass
+// and the [M, H] output kept for its gradient. A hand-written backward computes the
 // stacked weight gradients expert by expert straight into their final buffers; autograd
 // through per-expert slices would allocate and add a full-size gradient per expert.
 struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& gate_up, const torch::Tensor& down, const std::vector<int64_t>& sizes) {
+                               const torch::Tensor& gate_up, const torch::Tensor& down, const torch::Tensor& w,
+                               const std::vector<int64_t>& sizes) {
     const int64_t M = x.size(0), H = x.size(1), I = down.size(2);
     auto h = torch::empty({M, 2 * I}, x.options());
-    int64_t off = 0;
-    for (size_t e = 0; e < sizes.size(); ++e) {
-      if (sizes[e] == 0) continue;
-      auto rows = h.narrow(0, off, sizes[e]);
-      at::mm_out(rows, x.narrow(0, off, sizes[e]), gate_up[int64_t(e)].t());
-      off += sizes[e];
-    }
+    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
+      auto rows = h.narrow(0, off, c);
+      at::mm_out(rows, x.narrow(0, off, c), gate_up[e].t());
+    });
     auto a = torch::empty({M, I}, x.options());
     at::silu_out(a, h.narrow(1, 0, I)).mul_(h.narrow(1, I, I));
+    auto aw = a * w.unsqueeze(1);
     auto y = torch::empty({M, H}, x.options());
-    off = 0;
-    for (size_t e = 0; e < sizes.size(); ++e) {
-      if (sizes[e] == 0) continue;
-      auto rows = y.narrow(0, off, sizes[e]);
-      at::mm_out(rows, a.narrow(0, off, sizes[e]), down[int64_t(e)].t());
-      off += sizes[e];
-    }
-    if (x.requires_grad() || gate_up.requires_grad() || down.requires_grad()) {
-      ctx->save_for_backward({x, gate_up, down, h, a});
+    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
+      auto rows = y.narrow(0, off, c);
+      at::mm_out(rows, aw.narrow(0, off, c), down[e].t());
+    });
+    if (x.requires_grad() || gate_up.requires_grad() || down.requires_grad() || w.requires_grad()) {
+      ctx->save_for_backward({x, gate_up, down, w, h, a});
       ctx->saved_data["sizes"] = c10::IValue(sizes);
     }
     return y;
@@ -149,21 +159,23 @@ struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
     const auto& x = saved[0];
     const auto& gate_up = saved[1];
     const auto& down = saved[2];
-    const auto& h = saved[3];
-    const auto& a = saved[4];
+    const auto& w = saved[3];
+    const auto& h = saved[4];
+    const auto& a = saved[5];
     std::vector<int64_t> sizes = ctx->saved_data["sizes"].toIntVector();
     auto dy = grads[0].contiguous();
     const int64_t M = x.size(0), I = down.size(2);
-    const bool want_x = ctx->needs_input_grad(0), want_gu = ctx->needs_input_grad(1), want_down = ctx->needs_input_grad(2);
-    // da = dy @ down_e, expert by expert; then the SwiGLU derivative for all rows at once.
+    const bool want_x = ctx->needs_input_grad(0), want_gu = ctx->needs_input_grad(1),
+               want_down = ctx->needs_input_grad(2), want_w = ctx->needs_input_grad(3);
+    // d(w a) = dy @ down_e, expert by expert; dw = rowsum(a * d(w a)); da = w * d(w a).
     auto da = torch::empty({M, I}, dy.options());
-    int64_t off = 0;
-    for (size_t e = 0; e < sizes.size(); ++e) {
-      if (sizes[e] == 0) continue;
-      auto rows = da.narrow(0, off, sizes[e]);
-      at::mm_out(rows, dy.narrow(0, off, sizes[e]), down[int64_t(e)]);
-      off += sizes[e];
-    }
+    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
+      auto rows = da.narrow(0, off, c);
+      at::mm_out(rows, dy.narrow(0, off, c), down[e]);
+    });
+    torch::Tensor dw;
+    if (want_w) dw = (a * da).sum(1);
+    da.mul_(w.unsqueeze(1));
     // d gate = da * u * silu'(g), d up = da * silu(g): four passes of ATen's fused kernels
     // straight into dh's halves, where the expression form took eleven and five buffers.
     auto g = h.narrow(1, 0, I), u = h.narrow(1, I, I);
@@ -172,34 +184,34 @@ struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
     at::mul_out(dup, da, u);  // dup holds da * u for a moment
     at::silu_backward_out(dgate, dup, g);
     at::silu_out(dup, g).mul_(da);
-    torch::Tensor dx, dgu, ddown;
+    torch::Tensor dx, dgu, ddown, aw;
     if (want_x) dx = torch::empty_like(x);
     if (want_gu) dgu = torch::empty_like(gate_up);
-    if (want_down) ddown = torch::empty_like(down);
-    off = 0;
-    for (size_t e = 0; e < sizes.size(); ++e) {
-      const int64_t c = sizes[e], ei = int64_t(e);
-      if (c == 0) {  // an expert no token chose gets a zero gradient
-        if (want_gu) dgu[ei].zero_();
-        if (want_down) ddown[ei].zero_();
-        continue;
-      }
+    if (want_down) {
+      ddown = torch::empty_like(down);
+      aw = a * w.unsqueeze(1);  // recomputed: cheaper than keeping it
+    }
+    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
       auto dh_e = dh.narrow(0, off, c);
       if (want_down) {
-        auto out = ddown[ei];
-        at::mm_out(out, dy.narrow(0, off, c).t(), a.narrow(0, off, c));
+        auto out = ddown[e];
+        at::mm_out(out, dy.narrow(0, off, c).t(), aw.narrow(0, off, c));
       }
       if (want_gu) {
-        auto out = dgu[ei];
+        auto out = dgu[e];
         at::mm_out(out, dh_e.t(), x.narrow(0, off, c));
       }
       if (want_x) {
         auto rows = dx.narrow(0, off, c);
-        at::mm_out(rows, dh_e, gate_up[ei]);
+        at::mm_out(rows, dh_e, gate_up[e]);
       }
-      off += c;
+    });
+    for (size_t e = 0; e < sizes.size(); ++e) {  // an expert no token chose gets a zero gradient
+      if (sizes[e] != 0) continue;
+      if (want_gu) dgu[int64_t(e)].zero_();
+      if (want_down) ddown[int64_t(e)].zero_();
     }
-    return {dx, dgu, ddown, torch::Tensor()};
+    return {dx, dgu, ddown, dw, torch::Tensor()};
   }
 };
 
@@ -214,14 +226,18 @@ torch::Tensor dispatch_sorted(const torch::Tensor& x, const Routing& r, const to
   auto counts = torch::bincount(flat_ids, {}, E).to(torch::kCPU);
   std::vector<int64_t> sizes(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + E);
   auto x_sorted = x.index_select(0, token_of);
-  auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, sizes);
-  if (trace) {
-    auto norms = torch::empty({N * k}, x.options().dtype(torch::kFloat32));
-    norms.index_copy_(0, order, y_sorted.detach().to(torch::kFloat32).norm(2, 1));
-    trace->expert_out_norm = norms.view({N, k});
+  auto w_sorted = r.weights.reshape({-1}).index_select(0, order);
+  if (!trace) {
+    auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, w_sorted, sizes);
+    return torch::zeros_like(x).index_add(0, token_of, y_sorted);
   }
-  auto w_sorted = r.weights.reshape({-1}).index_select(0, order).unsqueeze(1);
-  return torch::zeros_like(x).index_add(0, token_of, y_sorted * w_sorted);
+  // The trace wants each expert's output before its weight (w = 1 is exact): weight it
+  // afterwards.
+  auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, torch::ones_like(w_sorted), sizes);
+  auto norms = torch::empty({N * k}, x.options().dtype(torch::kFloat32));
+  norms.index_copy_(0, order, y_sorted.detach().to(torch::kFloat32).norm(2, 1));
+  trace->expert_out_norm = norms.view({N, k});
+  return torch::zeros_like(x).index_add(0, token_of, y_sorted * w_sorted.unsqueeze(1));
 }
 
 // transformers' MoE loop: a one-hot mask over all tokens per expert.
