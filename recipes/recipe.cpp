@@ -108,6 +108,9 @@ class Loader {
 
   void check_keys(const YAML::Node& map, const std::string& field, const std::set<std::string>& allowed) const;
   std::string scalar(const YAML::Node& n, const std::string& field) const;
+  // Names that become path components (the recipe name, step ids): letters, digits, -
+  // and _, starting with a letter, so none can lead outside its directory.
+  std::string identifier(const YAML::Node& n, const std::string& field) const;
   std::string key_text(const YAML::Node& key, const std::string& field) const;
   std::string expand_variables(const std::string& text) const;
   fs::path resolve_path(const std::string& path) const;
@@ -154,6 +157,13 @@ std::string Loader::scalar(const YAML::Node& n, const std::string& field) const 
   return n.Scalar();
 }
 
+std::string Loader::identifier(const YAML::Node& n, const std::string& field) const {
+  static const std::regex id_re("[A-Za-z][A-Za-z0-9_-]*");
+  std::string id = scalar(n, field);
+  if (!std::regex_match(id, id_re)) error(n, field, "\"", id, "\": use letters, digits, - and _, starting with a letter");
+  return id;
+}
+
 // ${emo.data} and the like become their values; ${inputs.X}, ${steps.Y.out} and
 // ${workdir} stay for the runner.
 std::string Loader::expand_variables(const std::string& text) const {
@@ -183,12 +193,7 @@ Recipe Loader::load() {
   if (!root.IsMap()) error(SourcePos{file_, 1, 1}, "", "expected a mapping with name, inputs, steps and outputs");
   check_keys(root, "", {"name", "description", "inputs", "steps", "outputs"});
   if (!root["name"]) error(SourcePos{file_, 1, 1}, "name", "missing: every recipe has a name");
-  r_.name = scalar(root["name"], "name");
-  // The name is the default work directory (out/<name>): a name like "../../x" would
-  // write outside it, so it follows the step-id rule.
-  static const std::regex name_re("[A-Za-z][A-Za-z0-9_-]*");
-  if (!std::regex_match(r_.name, name_re))
-    error(root["name"], "name", "\"", r_.name, "\": use letters, digits, - and _, starting with a letter");
+  r_.name = identifier(root["name"], "name");  // the default work directory, out/<name>
   if (root["description"]) r_.description = scalar(root["description"], "description");
   if (root["inputs"]) load_inputs(root["inputs"]);
   for (const auto& [name, path] : options_.input_paths)
@@ -245,7 +250,6 @@ void Loader::load_inputs(const YAML::Node& n) {
 
 void Loader::load_steps(const YAML::Node& n) {
   if (!n.IsSequence() || n.size() == 0) error(n, "steps", "expected a non-empty list of steps");
-  static const std::regex id_re("[A-Za-z][A-Za-z0-9_-]*");
   for (size_t i = 0; i < n.size(); ++i) {
     const YAML::Node s = n[i];
     std::string field = cat("steps[", i, "]");
@@ -254,9 +258,7 @@ void Loader::load_steps(const YAML::Node& n) {
     RecipeStep step;
     step.pos = pos(s);
     if (!s["id"]) error(s, field + ".id", "missing");
-    step.id = scalar(s["id"], field + ".id");
-    if (!std::regex_match(step.id, id_re))
-      error(s["id"], field + ".id", "\"", step.id, "\": use letters, digits, - and _, starting with a letter");
+    step.id = identifier(s["id"], field + ".id");
     if (r_.step(step.id)) error(s["id"], field + ".id", "\"", step.id, "\" is used by an earlier step");
     field += " (" + step.id + ")";
     if (!s["command"]) error(s, field + ".command", "missing");

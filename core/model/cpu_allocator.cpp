@@ -63,13 +63,11 @@ class CachingCpuAllocator final : public compat::Allocator {
     ++depth_;
   }
   void leave() {
-    std::vector<Block> drop;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--depth_ > 0) return;
-      drop = take_all_idle();
     }
-    unmap(drop);
+    unmap_idle();
   }
 
   CpuCacheStats stats() {
@@ -92,12 +90,7 @@ class CachingCpuAllocator final : public compat::Allocator {
     }
     void* p = map(size);
     if (!p) {  // out of memory or address space: give back what is idle, then retry once
-      std::vector<Block> drop;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        drop = take_all_idle();
-      }
-      unmap(drop);
+      unmap_idle();
       p = map(size);
     }
     TORCH_CHECK(p, "emo's CPU allocator: not enough memory for a block of ", bytes, " bytes");
@@ -159,12 +152,17 @@ class CachingCpuAllocator final : public compat::Allocator {
     stats_.live_bytes += b.size;
   }
 
-  std::vector<Block> take_all_idle() {
-    std::vector<Block> all(lru_.begin(), lru_.end());
-    lru_.clear();
-    by_size_.clear();
-    stats_.idle_bytes = 0;
-    return all;
+  // Every idle block goes back to the system (unmapped outside the lock).
+  void unmap_idle() {
+    std::vector<Block> all;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      all.assign(lru_.begin(), lru_.end());
+      lru_.clear();
+      by_size_.clear();
+      stats_.idle_bytes = 0;
+    }
+    unmap(all);
   }
 
   std::mutex mutex_;
@@ -187,6 +185,11 @@ void release_block(void* ptr) { cache().release(ptr); }
 
 int bit_width(size_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
+bool caching_turned_off() {
+  const char* v = std::getenv("EMO_NO_CPU_MEMORY_CACHING");
+  return v && *v && std::string(v) != "0";
+}
+
 }  // namespace
 
 size_t cpu_cache_size_class(size_t bytes) {
@@ -201,13 +204,6 @@ ScopedCpuAllocator::ScopedCpuAllocator(c10::Allocator* allocator) : previous_(c1
 }
 
 ScopedCpuAllocator::~ScopedCpuAllocator() { c10::SetCPUAllocator(previous_, /*priority=*/0); }
-
-namespace {
-bool caching_turned_off() {
-  const char* v = std::getenv("EMO_NO_CPU_MEMORY_CACHING");
-  return v && *v && std::string(v) != "0";
-}
-}  // namespace
 
 CachingCpuAllocatorScope::CachingCpuAllocatorScope() {
   if (caching_turned_off()) return;

@@ -140,13 +140,15 @@ struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
     });
     auto a = torch::empty({M, I}, x.options());
     at::silu_out(a, h.narrow(1, 0, I)).mul_(h.narrow(1, I, I));
-    auto aw = a * w.unsqueeze(1);
+    const bool save = x.requires_grad() || gate_up.requires_grad() || down.requires_grad() || w.requires_grad();
+    // Backward needs the unweighted activation; inference weights it in place.
+    auto aw = save ? a * w.unsqueeze(1) : a.mul_(w.unsqueeze(1));
     auto y = torch::empty({M, H}, x.options());
     for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
       auto rows = y.narrow(0, off, c);
       at::mm_out(rows, aw.narrow(0, off, c), down[e].t());
     });
-    if (x.requires_grad() || gate_up.requires_grad() || down.requires_grad() || w.requires_grad()) {
+    if (save) {
       ctx->save_for_backward({x, gate_up, down, w, h, a});
       ctx->saved_data["sizes"] = c10::IValue(sizes);
     }

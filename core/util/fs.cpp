@@ -192,10 +192,11 @@ void remove_stale_temporaries(const fs::path& target) {
   // OUT.tmp-<pid>: an output being written; OUT.old-<pid>: the output it replaces, moved
   // aside for the instant of the rename. Either one of a dead process is debris of a
   // kill and never a complete output under OUT's name.
+  const std::string out_name = t.filename().string();
+  const std::string prefixes[] = {out_name + ".tmp-", out_name + ".old-"};
   for (const auto& entry : fs::directory_iterator(parent, ec)) {
     std::string name = entry.path().filename().string();
-    for (const char* kind : {".tmp-", ".old-"}) {
-      std::string prefix = t.filename().string() + kind;
+    for (const std::string& prefix : prefixes) {
       if (name.rfind(prefix, 0) != 0) continue;
       char* end = nullptr;
       long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
