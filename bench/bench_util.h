@@ -2,6 +2,9 @@
 // warming the page cache, and reading peak anonymous memory.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -125,6 +128,75 @@ inline void write_emo14b_shape(const fs::path& dir, int layers = 0) {
   prov.write(out.path());
   out.commit();
 }
+
+// A peer program driven line by line over pipes: the Python peers of the benchmarks
+// (tests/reference/hf_peer.py in the references' environment). It prints "ready" once
+// loaded; each request is one line, each answer the next line it prints.
+class PeerProcess {
+ public:
+  explicit PeerProcess(const std::vector<std::string>& argv) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) != 0 || pipe(from_child) != 0) die("pipe() failed");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to_child[0], 0);
+      dup2(from_child[1], 1);
+      close(to_child[1]), close(from_child[0]);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(to_child[0]), close(from_child[1]);
+    in_ = fdopen(to_child[1], "w");
+    out_ = fdopen(from_child[0], "r");
+    if (read_line() != "ready") die("the peer did not start: " + argv[0] + " " + (argv.size() > 1 ? argv[1] : ""));
+  }
+  ~PeerProcess() {
+    std::fputs("quit\n", in_);
+    std::fclose(in_);
+    std::fclose(out_);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  PeerProcess(const PeerProcess&) = delete;
+  PeerProcess& operator=(const PeerProcess&) = delete;
+
+  std::string request(const std::string& line) {
+    std::fputs((line + "\n").c_str(), in_);
+    std::fflush(in_);
+    return read_line();
+  }
+
+ private:
+  std::string read_line() {
+    std::string line;
+    int c;
+    while ((c = std::fgetc(out_)) != EOF && c != '\n') line += char(c);
+    if (c == EOF && line.empty()) die("the peer stopped");
+    return line;
+  }
+  [[noreturn]] static void die(const std::string& why) {
+    std::fprintf(stderr, "bench: %s\n", why.c_str());
+    std::exit(1);
+  }
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
+
+// The references' environment (scripts/reference-venv) and its interpreter; the peers.
+inline std::string reference_python() {
+  if (const char* env = std::getenv("EMO_REFERENCE_VENV")) return std::string(env) + "/bin/python";
+  FILE* p = popen(("'" + std::string(EMO_SOURCE_DIR) + "/scripts/reference-venv' --path").c_str(), "r");
+  char buf[4096] = {0};
+  std::string path = p && std::fgets(buf, sizeof buf, p) ? std::string(buf) : std::string();
+  if (p) pclose(p);
+  while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
+  return path + "/bin/python";
+}
+inline std::string peer_script() { return std::string(EMO_SOURCE_DIR) + "/tests/reference/hf_peer.py"; }
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

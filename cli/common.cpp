@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "core/model/compat.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
 #include "core/util/error.h"
@@ -78,11 +79,18 @@ void prepare_compute() {
   check_blas_speed_once();
 }
 
+std::string no_cuda_reason() {
+  if (!at::globalContext().hasCUDA())
+    return "this emo is built against a CPU-only LibTorch (" + compat::torch_version() +
+           "): build it against PyTorch's CUDA LibTorch (scripts/build --torch pypi) to use a GPU";
+  return "LibTorch " + compat::torch_version() + " (built with CUDA) sees no CUDA device: no GPU, or no driver";
+}
+
 LoadOptions load_options_for(const std::string& device) {
   LoadOptions o;
   bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
   if (device != "auto" && device != "cpu" && device != "cuda") fail("--device", device, "expected auto, cpu or cuda");
-  if (cuda && !torch::cuda::is_available()) fail("--device", device, "LibTorch sees no CUDA device");
+  if (cuda && !torch::cuda::is_available()) fail("--device", device, no_cuda_reason());
   if (cuda) {
     o.device = torch::Device(torch::kCUDA);
     o.dtype = torch::kBFloat16;  // GPUs compute in bf16; CPUs in fp32

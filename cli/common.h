@@ -64,6 +64,8 @@ LoadedModel load_model(const std::string& dir, const std::string& experts_file =
 const RoutingControl* routing_of(const LoadedModel& m);
 // "auto": cuda when LibTorch sees a GPU, else cpu.
 LoadOptions load_options_for(const std::string& device);
+// Why --device cuda cannot be had here: a CPU-only LibTorch, or no GPU the CUDA one sees.
+std::string no_cuda_reason();
 // Adds --experts FILE and --device to a command.
 void add_model_flags(CLI::App* cmd, std::string& experts, std::string& device);
 

@@ -49,7 +49,10 @@ inline TrainingProcess start_training_process(const TrainingFlags& f) {
   }
   // Device and precision: float32 master weights everywhere; bf16 autocast on GPU.
   p.load = load_options_for(f.device);
-  if (p.load.device.is_cuda()) p.load.device = torch::Device(torch::kCUDA, int8_t(p.env.local_rank));
+  if (p.load.device.is_cuda()) {
+    p.load.device = torch::Device(torch::kCUDA, int8_t(p.env.local_rank));
+    use_deterministic_cuda();
+  }
   p.autocast = f.precision == "bf16" || (f.precision == "auto" && p.load.device.is_cuda());
   if (p.autocast && !p.load.device.is_cuda()) fail("--precision", "bf16", "bf16 autocast needs a GPU (--device cuda)");
   if (p.env.distributed())

@@ -27,14 +27,21 @@ std::vector<int32_t> token_byte_lengths(const Tokenizer& tok) {
   return out;
 }
 
-namespace {
-
-struct Window {
-  std::vector<int64_t> ids;
-  size_t doc;
-};
-
-}  // namespace
+std::vector<PplWindow> perplexity_windows(const Tokenizer& tok, const std::vector<TextDoc>& docs, int64_t window) {
+  std::vector<PplWindow> windows;
+  for (size_t d = 0; d < docs.size(); ++d) {
+    std::vector<int32_t> ids = tok.encode(docs[d].text);
+    for (size_t begin = 0; begin + 1 < ids.size(); begin += size_t(window)) {
+      size_t end = std::min(ids.size(), begin + size_t(window));
+      if (end - begin < 2) break;
+      windows.push_back({std::vector<int64_t>(ids.begin() + long(begin), ids.begin() + long(end)), d});
+    }
+  }
+  // Longest first: batches of similar lengths waste little on padding.
+  std::stable_sort(windows.begin(), windows.end(),
+                   [](const PplWindow& a, const PplWindow& b) { return a.ids.size() > b.ids.size(); });
+  return windows;
+}
 
 PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vector<TextDoc>& docs, const PplOptions& o) {
   torch::InferenceMode guard;
@@ -42,19 +49,9 @@ PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vec
   if (o.window < 2) fail("--window", std::to_string(o.window), "a window needs at least 2 tokens");
   if (o.window > model.config().max_position_embeddings)
     fail("--window", std::to_string(o.window), "longer than the model's context (", model.config().max_position_embeddings, ")");
-  std::vector<Window> windows;
+  const std::vector<PplWindow> windows = perplexity_windows(tok, docs, o.window);
   uint64_t total = 0;
-  for (size_t d = 0; d < docs.size(); ++d) {
-    std::vector<int32_t> ids = tok.encode(docs[d].text);
-    for (size_t begin = 0; begin + 1 < ids.size(); begin += size_t(o.window)) {
-      size_t end = std::min(ids.size(), begin + size_t(o.window));
-      if (end - begin < 2) break;
-      windows.push_back({std::vector<int64_t>(ids.begin() + long(begin), ids.begin() + long(end)), d});
-      total += end - begin - 1;
-    }
-  }
-  // Longest first: batches of similar lengths waste little on padding.
-  std::stable_sort(windows.begin(), windows.end(), [](const Window& a, const Window& b) { return a.ids.size() > b.ids.size(); });
+  for (const auto& w : windows) total += w.ids.size() - 1;
   const std::vector<int32_t> bytes_of = token_byte_lengths(tok);
   const int64_t pad = model.config().pad_token_id.value_or(0);
   PplResult result;
@@ -79,7 +76,7 @@ PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vec
     auto nll = -logp.gather(-1, ids.narrow(1, 1, T - 1).to(logp.device()).unsqueeze(-1)).squeeze(-1).to(torch::kCPU);
     auto acc = nll.accessor<float, 2>();
     for (int64_t b = 0; b < B; ++b) {
-      const Window& w = windows[first + size_t(b)];
+      const PplWindow& w = windows[first + size_t(b)];
       const TextDoc& doc = docs[w.doc];
       PplStats& dom = result.by_domain[doc.domain.empty() ? "(none)" : doc.domain];
       PplStats& all = result.by_domain["all"];

@@ -38,6 +38,15 @@ struct PplResult {
   double tokens_per_second() const;
 };
 
+// The windows evaluate_perplexity scores, in the order it scores them (longest first): each
+// document's tokens cut into pieces of `window` (the last may be shorter; a piece of one
+// token is dropped). `doc` indexes `docs`.
+struct PplWindow {
+  std::vector<int64_t> ids;
+  size_t doc;
+};
+std::vector<PplWindow> perplexity_windows(const Tokenizer& tokenizer, const std::vector<TextDoc>& docs, int64_t window);
+
 PplResult evaluate_perplexity(Model& model, const Tokenizer& tokenizer, const std::vector<TextDoc>& docs,
                               const PplOptions& options);
 

@@ -1,7 +1,11 @@
 #include "finetune/dist.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <future>
+#include <memory>
+#include <thread>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -30,6 +34,47 @@ int env_int(const char* name, int fallback) {
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// torchrun's agent store, joined as a client. PyTorch 2.x's TCPStore server expects a
+// handshake that LibTorch 1.13's client does not send: an emo built against 1.13 under a
+// 2.x torchrun is dropped ("Connection reset by peer") or, worse, waits forever for a reply
+// (1.13's client reads without a time limit). So a 1.13 build joins on a helper thread and
+// gives up after a bound no working store needs (the agent's store is up before the
+// workers start, and joining it is one round trip); the thread, if stuck, goes with the
+// process. The remedy is PyTorch's own opt-out, under which rank 0 hosts a store of emo's
+// version.
+[[noreturn]] void agent_store_refused(const DistEnv& e, const std::string& why) {
+  fail("environment", "TORCHELASTIC_USE_AGENT_STORE", "torchrun's store at ", e.master_addr, ":", e.master_port, " ",
+       why, " (this emo is built against LibTorch ", compat::torch_version(),
+       "; a torchrun of PyTorch 2.x speaks a newer store protocol). Launch with "
+       "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --rdzv-backend c10d --rdzv-endpoint HOST:PORT ... so that "
+       "rank 0 hosts emo's own store, or build emo against PyTorch 2.x (scripts/build --torch pypi)");
+}
+
+c10::intrusive_ptr<c10d::Store> join_agent_store(const DistEnv& e, std::chrono::milliseconds timeout) {
+  auto join = [e, timeout] {
+    return compat::tcp_store(e.master_addr, uint16_t(e.master_port), e.world, false, timeout, false);
+  };
+  if (compat::kTorchMajor >= 2) return join();
+  auto joined = std::make_shared<std::promise<c10::intrusive_ptr<c10d::Store>>>();
+  auto result = joined->get_future();
+  std::thread([joined, join] {
+    try {
+      joined->set_value(join());
+    } catch (...) {
+      joined->set_exception(std::current_exception());
+    }
+  }).detach();
+  const auto bound = std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(20));
+  if (result.wait_for(bound) != std::future_status::ready) agent_store_refused(e, cat("did not answer within ", bound.count() / 1000, " s"));
+  try {
+    return result.get();
+  } catch (const std::exception& error) {
+    agent_store_refused(e, cat("refused this emo: ", first_line(error.what())));
+  }
 }
 
 }  // namespace
@@ -76,12 +121,13 @@ std::unique_ptr<Comm> Comm::create(const DistEnv& e, const std::string& backend,
   if (e.agent_store) {
     // torchrun's agent hosts the TCPStore: connect as a client, under the prefix of
     // torch.distributed's env:// rendezvous (rendezvous.py _create_c10d_store).
-    auto tcp = compat::tcp_store(e.master_addr, uint16_t(e.master_port), e.world, false, timeout, false);
-    store = compat::prefix_store("/worker/attempt_" + std::to_string(e.restart_count), tcp);
+    store = compat::prefix_store("/worker/attempt_" + std::to_string(e.restart_count), join_agent_store(e, timeout));
   } else {
     store = compat::tcp_store(e.master_addr, uint16_t(e.master_port), e.world, e.rank == 0, timeout, true);
   }
   c->store_ = store;
+  c->agent_store_ = e.agent_store;
+  c->timeout_ = timeout;
   auto group_store = compat::prefix_store("emo/" + c->backend_ + "/", store);
   if (c->backend_ == "gloo") {
     std::string iface = env("GLOO_SOCKET_IFNAME") ? env("GLOO_SOCKET_IFNAME") : "";
@@ -94,7 +140,7 @@ std::unique_ptr<Comm> Comm::create(const DistEnv& e, const std::string& backend,
   return c;
 }
 
-void Comm::allreduce_sum(torch::Tensor t) { allreduce_sum_async(t)->wait(); }
+void Comm::allreduce_sum(torch::Tensor t) { wait(allreduce_sum_async(t), "all-reduce"); }
 
 c10::intrusive_ptr<c10d::Work> Comm::allreduce_sum_async(torch::Tensor t) {
   std::vector<at::Tensor> v{t};
@@ -107,7 +153,7 @@ void Comm::broadcast(torch::Tensor t, int root) {
   std::vector<at::Tensor> v{t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  pg_->broadcast(v, o)->wait();
+  wait(pg_->broadcast(v, o), "broadcast");
 }
 
 void Comm::reduce_sum(torch::Tensor t, int root) {
@@ -115,7 +161,7 @@ void Comm::reduce_sum(torch::Tensor t, int root) {
   c10d::ReduceOptions o;
   o.rootRank = root;
   o.reduceOp = c10d::ReduceOp::SUM;
-  pg_->reduce(v, o)->wait();
+  wait(pg_->reduce(v, o), "reduce");
 }
 
 void Comm::allgather(torch::Tensor out, torch::Tensor in) {
@@ -123,10 +169,56 @@ void Comm::allgather(torch::Tensor out, torch::Tensor in) {
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < world_; ++r) outputs[0].push_back(out.narrow(0, int64_t(r) * n, n));
   std::vector<at::Tensor> inputs{in};
-  pg_->allgather(outputs, inputs)->wait();
+  wait(pg_->allgather(outputs, inputs), "all-gather");
 }
 
-void Comm::barrier() { pg_->barrier()->wait(); }
+void Comm::barrier(std::chrono::milliseconds timeout) {
+  c10d::BarrierOptions o;
+  if (timeout.count() > 0) o.timeout = timeout;
+  wait(pg_->barrier(o), "barrier");
+}
+
+void Comm::wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
+  try {
+    work->wait();
+  } catch (const c10::Error& error) {
+    lost_peer(what, error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    lost_peer(what, error.what());
+  }
+}
+
+// A collective failed: a rank died (its sockets closed), hung past the timeout, or the
+// network broke. Every survivor reports to the store and waits a few seconds for the
+// others; whoever does not report is named. The store is torchrun's agent's, or rank 0's
+// own, in which case a store that is gone too means rank 0 is.
+void Comm::lost_peer(const char* what, const std::string& cause) {
+  std::string who;
+  try {
+    const std::string prefix = "emo/census/";
+    store_->set(prefix + std::to_string(rank_), std::vector<uint8_t>{1});
+    std::vector<int> silent;
+    const auto deadline = std::chrono::steady_clock::now() + kCensusWait;
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_) continue;
+      while (!store_->check({prefix + std::to_string(r)}) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!store_->check({prefix + std::to_string(r)})) silent.push_back(r);
+    }
+    if (silent.empty()) {
+      who = "every other rank is still up (a network fault?)";
+    } else {
+      who = std::string(silent.size() == 1 ? "rank " : "ranks ");
+      for (size_t i = 0; i < silent.size(); ++i) who += (i ? ", " : "") + std::to_string(silent[i]);
+      who += " did not answer within " + std::to_string(kCensusWait.count()) + " s (died or hung)";
+    }
+  } catch (const std::exception&) {
+    who = agent_store_ ? "torchrun's store is gone too (the launcher died?)" : "rank 0, which hosts the store, is gone";
+  }
+  fail("distributed", "rank " + std::to_string(rank_),
+       cat("the ", what, " failed (", first_line(cause), "): ", who,
+           ". Every rank stops; relaunch with --resume to continue from the last checkpoint"));
+}
 
 bool Comm::all_equal(const std::string& text) {
   int64_t h = int64_t(std::hash<std::string>{}(text) & 0x3fffffffffffffULL);
@@ -223,7 +315,7 @@ void GradSync::finish() {
     launch_ready();
   }
   for (auto& b : buckets_) {
-    b.work->wait();
+    comm_.wait(b.work, "gradient all-reduce");
     for (const auto& item : b.items) {
       const TrainSlice& s = slices_[item.slice];
       if (!s.param->grad().defined()) s.param->mutable_grad() = torch::zeros_like(*s.param);

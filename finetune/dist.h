@@ -49,6 +49,7 @@ class Comm {
   static std::unique_ptr<Comm> create(const DistEnv& env, const std::string& backend, torch::Device device,
                                       std::chrono::milliseconds timeout);
   int rank() const { return rank_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
   int world() const { return world_; }
   const std::string& backend() const { return backend_; }
 
@@ -58,13 +59,23 @@ class Comm {
   void reduce_sum(torch::Tensor t, int root);
   // out [world * n] gets every rank's `in` [n], in rank order.
   void allgather(torch::Tensor out, torch::Tensor in);
-  void barrier();
+  // timeout 0: the group's (--dist-timeout); a longer one where ranks wait on rank 0's
+  // file writes.
+  void barrier(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // Waits for a collective. A failure becomes one emo::Error naming the ranks that did not
+  // answer a census through the store within kCensusWait (the dead or hung ones).
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what);
+  static constexpr std::chrono::seconds kCensusWait{5};
   // The same bytes on every rank? (a hash of `text` compared through an all-reduce)
   bool all_equal(const std::string& text);
 
  private:
   int rank_ = 0, world_ = 1;
   std::string backend_;
+  [[noreturn]] void lost_peer(const char* what, const std::string& cause);
+
+  bool agent_store_ = false;
+  std::chrono::milliseconds timeout_{0};
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<compat::Backend> pg_;
 };

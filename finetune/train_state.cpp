@@ -43,18 +43,12 @@ std::optional<fs::path> latest_checkpoint(const fs::path& out) {
 void write_optimizer_state(const fs::path& file, const std::vector<TrainSlice>& slices,
                            const std::vector<int64_t>& offsets, const torch::Tensor& exp_avg,
                            const torch::Tensor& exp_avg_sq, int64_t steps) {
-  std::vector<TensorSpec> specs;
-  std::vector<torch::Tensor> values;
-  for (size_t i = 0; i < slices.size(); ++i) {
-    auto shape = slices[i].value().sizes().vec();
-    for (const auto* which : {&exp_avg, &exp_avg_sq}) {
-      specs.push_back({std::string(which == &exp_avg ? "exp_avg." : "exp_avg_sq.") + slices[i].name, DType::F32, shape});
-      values.push_back(which->narrow(0, offsets[i], slices[i].numel()).to(torch::kCPU).contiguous());
-    }
-  }
-  SafetensorsWriter w(file, specs, {{"format", "emo-adamw-v1"}, {"step", std::to_string(steps)}});
-  for (size_t k = 0; k < specs.size(); ++k) w.write(specs[k].name, values[k].data_ptr(), size_t(values[k].numel()) * 4);
-  w.finish();
+  NamedTensors tensors;
+  for (size_t i = 0; i < slices.size(); ++i)
+    for (const auto* which : {&exp_avg, &exp_avg_sq})
+      tensors.emplace_back(std::string(which == &exp_avg ? "exp_avg." : "exp_avg_sq.") + slices[i].name,
+                           which->narrow(0, offsets[i], slices[i].numel()).view(slices[i].value().sizes()));
+  write_tensors(file, tensors, {{"format", "emo-adamw-v1"}, {"step", std::to_string(steps)}});
 }
 
 void read_optimizer_state(const fs::path& file, const std::vector<TrainSlice>& slices,

@@ -35,6 +35,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long the other ranks wait for rank 0 to write a checkpoint (at least; longer when
+// --dist-timeout is): a 14B model's master weights and moments are ~220 GB.
+constexpr std::chrono::minutes kCheckpointWriteWait{60};
+
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string join(const std::vector<std::string>& v, const std::string& sep) {
@@ -481,7 +485,14 @@ class Run {
     torch::Tensor m, v;  // full flat moments (a collective under ZeRO: every rank takes part)
     if (zero_) m = zero_->gather_state(opt_.exp_avg()), v = zero_->gather_state(opt_.exp_avg_sq());
     else m = opt_.exp_avg(), v = opt_.exp_avg_sq();
-    if (!rank0()) return;
+    if (rank0()) write_checkpoint(done, last, m, v);
+    // The other ranks wait for rank 0's write here, with time for a large model's files,
+    // rather than in the next step's first collective under --dist-timeout.
+    if (in_.comm) in_.comm->barrier(std::max<std::chrono::milliseconds>(in_.comm->timeout(), kCheckpointWriteWait));
+  }
+
+  // Rank 0: the checkpoint of step `done` (master weights, optimizer state, trainer state).
+  void write_checkpoint(int64_t done, const Json& last, const torch::Tensor& m, const torch::Tensor& v) {
     fs::path target = checkpoint_dir(o_.out, done);
     std::error_code ec;
     fs::create_directories(target.parent_path(), ec);

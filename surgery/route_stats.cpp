@@ -94,25 +94,17 @@ RouteStats collect_route_stats(Model& model, const TokenizedExamples& ex, const 
 }
 
 void RouteStats::save(const std::string& path) const {
-  std::vector<TensorSpec> specs;
-  std::vector<torch::Tensor> data;
+  NamedTensors tensors;
   Json moe_layers = Json::array();
   for (size_t l = 0; l < layers.size(); ++l) {
     if (!layers[l].moe) continue;
     moe_layers.push_back(l);
-    for (int i = 0; i < kRouteStatCount; ++i) {
-      auto t = stat(const_cast<LayerStats&>(layers[l]), i)->contiguous();
-      specs.push_back({cat("layers.", l, ".", kRouteStatNames[size_t(i)]), from_torch(t.scalar_type()), {t.size(0)}});
-      data.push_back(t);
-    }
+    for (int i = 0; i < kRouteStatCount; ++i)
+      tensors.emplace_back(cat("layers.", l, ".", kRouteStatNames[size_t(i)]), *stat(const_cast<LayerStats&>(layers[l]), i));
   }
   Json header = route_stats_header(tokens, examples, layers.size(), moe_layers, model_hash, examples_hash, data_hash, settings);
   fs::path tmp = path + ".tmp";
-  {
-    SafetensorsWriter w(tmp, specs, {{"format", "emo-route-stats"}, {kRouteStatsHeaderKey, header.dump()}});
-    for (size_t i = 0; i < specs.size(); ++i) w.write(specs[i].name, data[i].data_ptr(), size_t(specs[i].nbytes()));
-    w.finish();
-  }
+  write_tensors(tmp, tensors, {{"format", "emo-route-stats"}, {kRouteStatsHeaderKey, header.dump()}});
   fs::rename(tmp, path);
 }
 

@@ -1,7 +1,11 @@
 // Running the emo executable from tests: exit code, stdout and stderr of one command.
 #pragma once
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <torch/version.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +23,9 @@ struct RunResult {
 
 inline std::string emo_exe() { return EMO_EXE; }
 
+// A path as one shell word (the test directories hold no single quotes).
+inline std::string q(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
 // Runs `emo <args>` through the shell (args are shell words; quote paths yourself).
 inline RunResult run_emo(const std::string& args, const std::string& prefix = "") {
   TempDir tmp;
@@ -30,6 +37,37 @@ inline RunResult run_emo(const std::string& args, const std::string& prefix = ""
   r.out = read_text_file(tmp / "out");
   r.err = read_text_file(tmp / "err");
   return r;
+}
+
+// A TCP port on loopback that nothing listens on now (the kernel's pick for port 0).
+inline int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  if (port <= 0) throw std::runtime_error("no free port on loopback");
+  return port;
+}
+
+// The shell words that start `nproc` emo processes on this machine under torchrun (the
+// references' environment: PyTorch 2.11); append emo's arguments. An emo built against
+// LibTorch 2.x joins torchrun's agent store, torchrun's default. One built against 1.13
+// cannot (2.x's store protocol, see finetune/dist.cpp), so there rank 0 hosts emo's own
+// store: PyTorch's opt-out, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 with the c10d rendezvous,
+// as docs/finetune.md tells 1.13 users.
+inline std::string torchrun_command(int nproc, bool agent_store = TORCH_VERSION_MAJOR >= 2) {
+  const std::string port = std::to_string(free_port());
+  std::string words = reference_command("torchrun") + " --nnodes 1 --nproc_per_node " + std::to_string(nproc);
+  if (agent_store) return words + " --master_addr 127.0.0.1 --master_port " + port + " --no_python " + emo_exe();
+  return "env TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 " + words + " --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:" + port +
+         " --no_python " + emo_exe();
 }
 
 inline int count_lines(const std::string& s) {

@@ -139,6 +139,32 @@ Defaults defaults_for(ModelType t) {
   return t == ModelType::Emo ? Defaults{1e-6, 500000.0, 100277, 100257} : Defaults{1e-5, 10000.0, 1, 50279};
 }
 
+// transformers v5's "rope_parameters": {"rope_type": ..., "rope_theta": ..., scaling keys}.
+// A config that also states rope_scaling, or another rope_theta, contradicts itself.
+void read_rope_parameters(const Json& j, const std::string& file, ModelConfig& c) {
+  const Json& p = j["rope_parameters"];
+  if (!p.is_object()) fail(file, "rope_parameters", "expected an object or null, found ", p.type_name());
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (it.value().is_object())
+      fail(file, "rope_parameters." + it.key(), "per-layer-type rope parameters are not supported (emo's families "
+                                                "use one rotary embedding for every layer)");
+  if (!c.rope_scaling.is_null()) fail(file, "rope_scaling", "given together with rope_parameters: state one of them");
+  if (p.contains("rope_theta")) {
+    if (!p["rope_theta"].is_number()) fail(file, "rope_parameters.rope_theta", "expected a number");
+    const double theta = p["rope_theta"].get<double>();
+    if (j.contains("rope_theta") && j["rope_theta"].is_number() && j["rope_theta"].get<double>() != theta)
+      fail(file, "rope_theta", j["rope_theta"].get<double>(), " contradicts rope_parameters.rope_theta ", theta);
+    c.rope_theta = theta;
+  }
+  const std::string kind = p.contains("rope_type") && p["rope_type"].is_string() ? p["rope_type"].get<std::string>()
+                           : p.contains("type") && p["type"].is_string()      ? p["type"].get<std::string>()
+                                                                                : "default";
+  Json scaling = p;
+  scaling.erase("rope_theta");
+  c.rope_scaling = kind == "default" ? Json() : scaling;
+  c.rope_parameters_style = true;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const Json& j, const std::string& file) {
@@ -167,6 +193,7 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& file) {
   c.rope_scaling = r.has("rope_scaling") ? j["rope_scaling"] : Json();
   if (!c.rope_scaling.is_null() && !c.rope_scaling.is_object())
     fail(file, "rope_scaling", "expected an object or null, found ", c.rope_scaling.type_name());
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) read_rope_parameters(j, file, c);
   c.attention_bias = r.boolean("attention_bias", false);
   c.attention_dropout = r.number("attention_dropout", 0.0);
   c.num_experts_per_tok = r.required_int("num_experts_per_tok");
@@ -210,8 +237,15 @@ Json ModelConfig::to_json() const {
   w.put<std::string>("hidden_act", hidden_act, "silu");
   w.put<int64_t>("max_position_embeddings", max_position_embeddings, 4096);
   w.put("rms_norm_eps", rms_norm_eps, d.rms_norm_eps);
-  w.put("rope_theta", rope_theta, d.rope_theta);
-  if (!rope_scaling.is_null() || out.contains("rope_scaling")) out["rope_scaling"] = rope_scaling;
+  if (rope_parameters_style) {
+    Json p = rope_scaling.is_object() ? rope_scaling : Json{{"rope_type", "default"}};
+    p["rope_theta"] = rope_theta;
+    out["rope_parameters"] = p;
+    if (out.contains("rope_theta")) out["rope_theta"] = rope_theta;
+  } else {
+    w.put("rope_theta", rope_theta, d.rope_theta);
+    if (!rope_scaling.is_null() || out.contains("rope_scaling")) out["rope_scaling"] = rope_scaling;
+  }
   w.put("attention_bias", attention_bias, false);
   w.put("attention_dropout", attention_dropout, 0.0);
   out["num_experts_per_tok"] = num_experts_per_tok;

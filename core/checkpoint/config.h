@@ -39,6 +39,10 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 500000.0;
   Json rope_scaling;  // null or {"rope_type"/"type": ..., "factor": ...}
+  // transformers v5 writes one "rope_parameters" object (rope_type, rope_theta and the
+  // scaling keys) where v4 wrote rope_theta + rope_scaling; read into the two fields above,
+  // and written back in the style the config came in.
+  bool rope_parameters_style = false;
   bool attention_bias = false;
   double attention_dropout = 0.0;
   int64_t num_experts_per_tok = 0;

@@ -69,13 +69,25 @@ AutocastGuard::~AutocastGuard() {
   set_autocast(device_, saved_);
 }
 
+torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  return at::_grouped_mm(a, b, offs);
+#else
+  (void)a, (void)b, (void)offs;
+  fail("dispatch", "grouped", "this LibTorch (", torch_version(), ") has no grouped matrix multiply (2.9 and later)");
+#endif
+}
+
 c10::intrusive_ptr<c10d::Store> tcp_store(const std::string& host, uint16_t port, int world_size, bool is_server,
                                           std::chrono::milliseconds timeout, bool multi_tenant) {
   c10d::TCPStoreOptions o;
   o.port = port;
   o.isServer = is_server;
   o.numWorkers = size_t(world_size);
-  o.waitWorkers = is_server;
+  // Every process counts itself in, as torch.distributed's TCPStore(wait_for_workers=True)
+  // does: the server returns once all world_size have (a client that did not count would leave
+  // the server waiting out the whole timeout).
+  o.waitWorkers = true;
   o.timeout = timeout;
   o.multiTenant = multi_tenant;
   return c10::make_intrusive<c10d::TCPStore>(host, o);

@@ -10,6 +10,8 @@
 //  - NCCL exists only in CUDA builds (USE_C10D_NCCL); Gloo needs USE_C10D_GLOO.
 //  - c10::Allocator: allocate() is const up to 2.2 and not from 2.3, which also makes
 //    copy_data() pure virtual; compat::Allocator hides both.
+//  - at::_grouped_mm (one call for a GEMM per group of rows) exists from 2.9: CUDA kernels
+//    for bf16 on Hopper and later, a composite loop elsewhere; compat::grouped_mm.
 //
 // Nothing else in emo tests TORCH_VERSION_*.
 #pragma once
@@ -60,6 +62,20 @@ class AutocastGuard {
   torch::DeviceType device_;
   AutocastState saved_;
 };
+
+// ---- grouped matrix multiply -------------------------------------------------------------
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+constexpr bool kHaveGroupedMM = true;
+#else
+constexpr bool kHaveGroupedMM = false;
+#endif
+
+// at::_grouped_mm: groups are given by `offs` (int32, the cumulative end of each group).
+//  a [M, K] (rows grouped) x b [G, K, N]   -> [M, N]       (each group of rows by its matrix)
+//  a [K, M] x b [M, N] (M grouped)         -> [G, K, N]    (one product per group of M)
+// Throws emo::Error where the LibTorch has none (kHaveGroupedMM false).
+torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
 
 // ---- allocator -------------------------------------------------------------------------
 

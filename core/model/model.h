@@ -61,7 +61,7 @@ struct ForwardOptions {
   RouterTrace* trace = nullptr;
   KVCache* cache = nullptr;      // read and extended when given
   bool last_logits_only = false; // logits for the last position of each row only
-  Dispatch dispatch = Dispatch::Sorted;
+  Dispatch dispatch = Dispatch::Auto;
   // Stop after this layer (routing statistics of early layers need no more); the
   // result is then that layer's output, without the final norm. -1: all layers.
   int last_layer = -1;

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "core/model/compat.h"
 #include "core/util/error.h"
 
 namespace emo {
@@ -110,47 +111,92 @@ torch::Tensor expert_mlp(const torch::Tensor& x, const torch::Tensor& gate_up, c
 
 namespace {
 
-// Calls f(e, first_row, rows) for each expert with rows, in expert order.
-template <class F>
-void for_each_expert(const std::vector<int64_t>& sizes, F&& f) {
-  int64_t off = 0;
-  for (size_t e = 0; e < sizes.size(); ++e) {
-    if (sizes[e] == 0) continue;
-    f(int64_t(e), off, sizes[e]);
-    off += sizes[e];
+// The expert GEMMs of one layer over rows sorted by expert (`sizes` rows each, in expert
+// order), done either expert by expert with mm_out into the final buffers (any LibTorch,
+// any device) or as one grouped GEMM per product (at::_grouped_mm: LibTorch 2.9+, meant
+// for bf16 on Hopper GPUs). Both give the same sums; the grouped one launches one kernel
+// where the loop launches one per expert.
+class ExpertGemms {
+ public:
+  ExpertGemms(std::vector<int64_t> sizes, bool grouped, const torch::Device& device) : sizes_(std::move(sizes)) {
+    if (!grouped) return;
+    std::vector<int32_t> ends(sizes_.size());
+    int64_t end = 0;
+    for (size_t e = 0; e < sizes_.size(); ++e) ends[e] = int32_t(end += sizes_[e]);
+    offs_ = torch::tensor(ends, torch::kInt32).to(device);
   }
-}
+
+  // [M, N]: each expert's rows of a [M, K] times its matrix, b[e] [K, N], or b[e]^T when
+  // b is stored [E, N, K] (`transposed`).
+  torch::Tensor rows(const torch::Tensor& a, const torch::Tensor& b, bool transposed) const {
+    const torch::Tensor per = transposed ? b.transpose(1, 2) : b;
+    if (offs_.defined()) return compat::grouped_mm(a, per, offs_);
+    auto out = torch::empty({a.size(0), per.size(2)}, a.options());
+    for_each_expert([&](int64_t e, int64_t off, int64_t c) {
+      auto slice = out.narrow(0, off, c);
+      at::mm_out(slice, a.narrow(0, off, c), per[e]);
+    });
+    return out;
+  }
+
+  // [E, P, Q]: per expert, its rows of a [M, P] transposed times its rows of b [M, Q] (a
+  // weight gradient); zero for an expert no row chose.
+  torch::Tensor per_expert(const torch::Tensor& a, const torch::Tensor& b) const {
+    torch::Tensor out;
+    if (offs_.defined()) {
+      out = compat::grouped_mm(a.t(), b, offs_);
+    } else {
+      out = torch::empty({int64_t(sizes_.size()), a.size(1), b.size(1)}, a.options());
+      for_each_expert([&](int64_t e, int64_t off, int64_t c) {
+        auto slice = out[e];
+        at::mm_out(slice, a.narrow(0, off, c).t(), b.narrow(0, off, c));
+      });
+    }
+    for (size_t e = 0; e < sizes_.size(); ++e)
+      if (sizes_[e] == 0) out[int64_t(e)].zero_();
+    return out;
+  }
+
+ private:
+  // Calls f(e, first_row, rows) for each expert with rows, in expert order.
+  template <class F>
+  void for_each_expert(F&& f) const {
+    int64_t off = 0;
+    for (size_t e = 0; e < sizes_.size(); ++e) {
+      if (sizes_[e] == 0) continue;
+      f(int64_t(e), off, sizes_[e]);
+      off += sizes_[e];
+    }
+  }
+
+  std::vector<int64_t> sizes_;
+  torch::Tensor offs_;  // int32 cumulative ends, on the device; defined = grouped
+};
 
 // The experts of one layer on their sorted rows: per expert e, rows [off_e, off_e + c_e)
 // of x go through down(w * silu(gate(x)) * up(x)), w [M] being each row's routing
 // weight. The weight scales the [M, I] activation before the down GEMM
 // rather than its [M, H] output after it: the same product, without a full-width pass
 // and the [M, H] output kept for its gradient. A hand-written backward computes the
-// stacked weight gradients expert by expert straight into their final buffers; autograd
-// through per-expert slices would allocate and add a full-size gradient per expert.
+// stacked weight gradients straight into their final buffers; autograd through
+// per-expert slices would allocate and add a full-size gradient per expert.
 struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& gate_up, const torch::Tensor& down, const torch::Tensor& w,
-                               const std::vector<int64_t>& sizes) {
-    const int64_t M = x.size(0), H = x.size(1), I = down.size(2);
-    auto h = torch::empty({M, 2 * I}, x.options());
-    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
-      auto rows = h.narrow(0, off, c);
-      at::mm_out(rows, x.narrow(0, off, c), gate_up[e].t());
-    });
-    auto a = torch::empty({M, I}, x.options());
+                               const std::vector<int64_t>& sizes, bool grouped) {
+    const int64_t I = down.size(2);
+    const ExpertGemms gemms(sizes, grouped, x.device());
+    auto h = gemms.rows(x, gate_up, /*transposed=*/true);  // [M, 2I]: gate then up
+    auto a = torch::empty({x.size(0), I}, x.options());
     at::silu_out(a, h.narrow(1, 0, I)).mul_(h.narrow(1, I, I));
     const bool save = x.requires_grad() || gate_up.requires_grad() || down.requires_grad() || w.requires_grad();
     // Backward needs the unweighted activation; inference weights it in place.
     auto aw = save ? a * w.unsqueeze(1) : a.mul_(w.unsqueeze(1));
-    auto y = torch::empty({M, H}, x.options());
-    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
-      auto rows = y.narrow(0, off, c);
-      at::mm_out(rows, aw.narrow(0, off, c), down[e].t());
-    });
+    auto y = gemms.rows(aw, down, /*transposed=*/true);  // [M, H]
     if (save) {
       ctx->save_for_backward({x, gate_up, down, w, h, a});
       ctx->saved_data["sizes"] = c10::IValue(sizes);
+      ctx->saved_data["grouped"] = grouped;
     }
     return y;
   }
@@ -164,17 +210,13 @@ struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
     const auto& w = saved[3];
     const auto& h = saved[4];
     const auto& a = saved[5];
-    std::vector<int64_t> sizes = ctx->saved_data["sizes"].toIntVector();
+    const ExpertGemms gemms(ctx->saved_data["sizes"].toIntVector(), ctx->saved_data["grouped"].toBool(), x.device());
     auto dy = grads[0].contiguous();
     const int64_t M = x.size(0), I = down.size(2);
     const bool want_x = ctx->needs_input_grad(0), want_gu = ctx->needs_input_grad(1),
                want_down = ctx->needs_input_grad(2), want_w = ctx->needs_input_grad(3);
     // d(w a) = dy @ down_e, expert by expert; dw = rowsum(a * d(w a)); da = w * d(w a).
-    auto da = torch::empty({M, I}, dy.options());
-    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
-      auto rows = da.narrow(0, off, c);
-      at::mm_out(rows, dy.narrow(0, off, c), down[e]);
-    });
+    auto da = gemms.rows(dy, down, /*transposed=*/false);
     torch::Tensor dw;
     if (want_w) dw = (a * da).sum(1);
     da.mul_(w.unsqueeze(1));
@@ -186,39 +228,16 @@ struct GroupedExperts : public torch::autograd::Function<GroupedExperts> {
     at::mul_out(dup, da, u);  // dup holds da * u for a moment
     at::silu_backward_out(dgate, dup, g);
     at::silu_out(dup, g).mul_(da);
-    torch::Tensor dx, dgu, ddown, aw;
-    if (want_x) dx = torch::empty_like(x);
-    if (want_gu) dgu = torch::empty_like(gate_up);
-    if (want_down) {
-      ddown = torch::empty_like(down);
-      aw = a * w.unsqueeze(1);  // recomputed: cheaper than keeping it
-    }
-    for_each_expert(sizes, [&](int64_t e, int64_t off, int64_t c) {
-      auto dh_e = dh.narrow(0, off, c);
-      if (want_down) {
-        auto out = ddown[e];
-        at::mm_out(out, dy.narrow(0, off, c).t(), aw.narrow(0, off, c));
-      }
-      if (want_gu) {
-        auto out = dgu[e];
-        at::mm_out(out, dh_e.t(), x.narrow(0, off, c));
-      }
-      if (want_x) {
-        auto rows = dx.narrow(0, off, c);
-        at::mm_out(rows, dh_e, gate_up[e]);
-      }
-    });
-    for (size_t e = 0; e < sizes.size(); ++e) {  // an expert no token chose gets a zero gradient
-      if (sizes[e] != 0) continue;
-      if (want_gu) dgu[int64_t(e)].zero_();
-      if (want_down) ddown[int64_t(e)].zero_();
-    }
-    return {dx, dgu, ddown, dw, torch::Tensor()};
+    torch::Tensor dx, dgu, ddown;
+    if (want_down) ddown = gemms.per_expert(dy, a * w.unsqueeze(1));  // w a recomputed: cheaper than kept
+    if (want_gu) dgu = gemms.per_expert(dh, x);
+    if (want_x) dx = gemms.rows(dh, gate_up, /*transposed=*/false);
+    return {dx, dgu, ddown, dw, torch::Tensor(), torch::Tensor()};
   }
 };
 
 torch::Tensor dispatch_sorted(const torch::Tensor& x, const Routing& r, const torch::Tensor& gate_up,
-                              const torch::Tensor& down, DispatchTrace* trace) {
+                              const torch::Tensor& down, bool grouped, DispatchTrace* trace) {
   const int64_t N = x.size(0), k = r.ids.size(1), E = gate_up.size(0);
   auto flat_ids = r.ids.reshape({-1});
   // Stable: within an expert, pairs keep token order, so each output row receives its
@@ -230,12 +249,12 @@ torch::Tensor dispatch_sorted(const torch::Tensor& x, const Routing& r, const to
   auto x_sorted = x.index_select(0, token_of);
   auto w_sorted = r.weights.reshape({-1}).index_select(0, order);
   if (!trace) {
-    auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, w_sorted, sizes);
+    auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, w_sorted, sizes, grouped);
     return torch::zeros_like(x).index_add(0, token_of, y_sorted);
   }
   // The trace wants each expert's output before its weight (w = 1 is exact): weight it
   // afterwards.
-  auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, torch::ones_like(w_sorted), sizes);
+  auto y_sorted = GroupedExperts::apply(x_sorted, gate_up, down, torch::ones_like(w_sorted), sizes, grouped);
   auto norms = torch::empty({N * k}, x.options().dtype(torch::kFloat32));
   norms.index_copy_(0, order, y_sorted.detach().to(torch::kFloat32).norm(2, 1));
   trace->expert_out_norm = norms.view({N, k});
@@ -263,10 +282,20 @@ torch::Tensor dispatch_mask_loop(const torch::Tensor& x, const Routing& r, const
 
 }  // namespace
 
+Dispatch default_dispatch(const torch::Tensor& x) {
+  // The grouped kernels are bf16 on the GPU; elsewhere the loop of plain GEMMs is as fast
+  // (the composite grouped_mm is that loop) and works on every version.
+  if (compat::kHaveGroupedMM && x.is_cuda() && x.scalar_type() == torch::kBFloat16) return Dispatch::Grouped;
+  return Dispatch::Sorted;
+}
+
 torch::Tensor dispatch_experts(const torch::Tensor& x, const Routing& routing, const torch::Tensor& gate_up,
                                const torch::Tensor& down, Dispatch mode, DispatchTrace* trace) {
+  if (mode == Dispatch::Auto) mode = default_dispatch(x);
   if (mode == Dispatch::MaskLoop) return dispatch_mask_loop(x, routing, gate_up, down);
-  return dispatch_sorted(x, routing, gate_up, down, trace);
+  if (mode == Dispatch::Grouped && !compat::kHaveGroupedMM)
+    fail("dispatch", "grouped", "this LibTorch (", compat::torch_version(), ") has no grouped matrix multiply (2.9 and later)");
+  return dispatch_sorted(x, routing, gate_up, down, mode == Dispatch::Grouped, trace);
 }
 
 }  // namespace emo

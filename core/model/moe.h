@@ -14,7 +14,8 @@
 // computes. A pool mask (EMO pretraining) does the same per token.
 //
 // Dispatch sorts the (token, slot) pairs by expert and runs each expert once on its
-// contiguous slice; the same code serves forward and backward. The mask loop (HF's
+// contiguous slice (one GEMM per expert, or one grouped GEMM for all of them on LibTorch
+// 2.9+ GPUs); the same code serves forward and backward. The mask loop (HF's
 // per-expert boolean mask over all tokens) is kept as the baseline for bench/moe.
 #pragma once
 
@@ -47,7 +48,12 @@ Routing route(const torch::Tensor& router_logits, const LayerSpec& layer, const 
 torch::Tensor routing_probabilities(const torch::Tensor& router_logits, const LayerSpec& layer,
                                     const RouteOptions& options = {});
 
-enum class Dispatch { Sorted, MaskLoop };
+// Auto: Grouped for bf16 on a GPU where the LibTorch has grouped GEMMs (2.9+), else
+// Sorted. Sorted: one GEMM per expert on its contiguous rows. Grouped: the same products as
+// one at::_grouped_mm each (LibTorch 2.9+). MaskLoop: transformers' per-expert mask loop,
+// the baseline.
+enum class Dispatch { Auto, Sorted, Grouped, MaskLoop };
+Dispatch default_dispatch(const torch::Tensor& x);
 
 struct DispatchTrace {
   torch::Tensor expert_out_norm;  // [N, k]: ||expert_e(x_t)|| before weighting (float32)
@@ -55,7 +61,7 @@ struct DispatchTrace {
 
 // x [N, H]; gate_up [E, 2I, H]; down [E, H, I]. Returns [N, H].
 torch::Tensor dispatch_experts(const torch::Tensor& x, const Routing& routing, const torch::Tensor& gate_up,
-                               const torch::Tensor& down, Dispatch mode = Dispatch::Sorted,
+                               const torch::Tensor& down, Dispatch mode = Dispatch::Auto,
                                DispatchTrace* trace = nullptr);
 
 // One expert's SwiGLU MLP on rows x: down(silu(gate(x)) * up(x)).

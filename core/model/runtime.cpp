@@ -1,5 +1,7 @@
 #include "core/model/runtime.h"
 
+#include <dlfcn.h>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,6 +16,13 @@ namespace emo {
 void configure_threads(int threads) {
   int n = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
+  // OpenBLAS (Debian's LibTorch calls it for GEMMs) keeps its own thread count, read from
+  // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS when it loads, and its sums depend on it: the
+  // same run gave other bits under torchrun (which sets OMP_NUM_THREADS=1) than by hand.
+  // Setting it here makes --threads the one thing that decides.
+  using SetThreads = void (*)(int);
+  if (auto set_openblas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set_openblas(n);
   static std::once_flag interop;
   std::call_once(interop, [] {
     try {
@@ -22,6 +31,12 @@ void configure_threads(int threads) {
       // Already started by an earlier parallel region: harmless.
     }
   });
+}
+
+void use_deterministic_cuda() {
+  // cuBLAS reads this when it creates its handle, i.e. at the first GEMM: before any CUDA work.
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/true);
 }
 
 double check_blas_speed_once() {

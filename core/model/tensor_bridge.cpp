@@ -63,4 +63,16 @@ torch::Tensor to_storage(const torch::Tensor& t, DType dtype) {
   return t.detach().to(torch::kCPU, to_torch(dtype)).contiguous();
 }
 
+void write_tensors(const fs::path& file, const NamedTensors& tensors, const Metadata& metadata) {
+  std::vector<TensorSpec> specs;
+  std::vector<torch::Tensor> bytes;
+  for (const auto& [name, t] : tensors) {
+    bytes.push_back(t.to(torch::kCPU).contiguous());
+    specs.push_back({name, from_torch(t.scalar_type()), bytes.back().sizes().vec()});
+  }
+  SafetensorsWriter w(file, specs, metadata);
+  for (size_t i = 0; i < specs.size(); ++i) w.write(specs[i].name, bytes[i].data_ptr(), size_t(specs[i].nbytes()));
+  w.finish();
+}
+
 }  // namespace emo

@@ -20,4 +20,9 @@ torch::Tensor load_tensor(const TensorView& v, torch::ScalarType dtype, const to
 // The contiguous CPU bytes of a tensor in `dtype` (for writing checkpoints).
 torch::Tensor to_storage(const torch::Tensor& t, DType dtype);
 
+// One .safetensors file of these tensors, in this order, each in its own dtype (moved to
+// the CPU as needed), with `metadata`; fsynced. The caller renames it into place.
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+void write_tensors(const fs::path& file, const NamedTensors& tensors, const Metadata& metadata = {});
+
 }  // namespace emo

@@ -41,7 +41,7 @@ TEST_CASE("emo logits --json equals the Python reference on a shipped preset", "
   REQUIRE(r.code == 0);
   Json ours = Json::parse(r.out);
   TempDir tmp;
-  std::string cmd = "/usr/bin/python3 " + (source_dir() / "tests/reference/ref_forward.py").string() + " --model " +
+  std::string cmd = reference_script("ref_forward.py") + " --model " +
                     tiny_model().string() + " --ids 11,22,33,44 --out " + (tmp / "ref.safetensors").string() + " > /dev/null";
   REQUIRE(std::system(cmd.c_str()) == 0);
   auto f = SafetensorsFile::open((tmp / "ref.safetensors").string());
@@ -87,4 +87,31 @@ TEST_CASE("emo eval ppl: per-domain numbers, a random model is near uniform", "[
   RunResult none = run_emo("eval ppl --model " + tiny_model().string() + " --data " + data + " --domain poetry");
   CHECK(none.code != 0);
   CHECK(none.err.find("no documents of domain poetry") != std::string::npos);
+}
+
+// --device cuda where there is no GPU to be had: one line saying why (a CPU-only LibTorch,
+// or a CUDA one that sees no device), exit 1, nothing written. On a GPU machine the same
+// commands run.
+TEST_CASE("a GPU asked for where there is none (--device cuda): one clear line, not a crash", "[cli][bad-input]") {
+  TempDir dir;
+  RunResult init = run_emo("init --preset micro --seed 1 --out " + q(dir / "m"));
+  REQUIRE(init.code == 0);
+  const std::string model = q(dir / "m");
+  for (const std::string& args :
+       {"logits --model " + model + " --ids 1,2,3 --device cuda",
+        "finetune --model " + model + " --data " + q(source_dir() / "data/gsm8k/train.jsonl") +
+            " --limit 4 --max-steps 1 --device cuda --out " + q(dir / "ft")}) {
+    INFO(args);
+    RunResult r = run_emo(args);
+    INFO(r.err);
+    if (torch::cuda::is_available()) {
+      CHECK(r.code == 0);
+      continue;
+    }
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK((r.err.find("CPU-only LibTorch") != std::string::npos ||
+           r.err.find("sees no CUDA device") != std::string::npos));
+    CHECK_FALSE(fs::exists(dir / "ft"));
+  }
 }

@@ -82,7 +82,7 @@ TEST_CASE("our fused layout equals transformers v5's, from an independent refere
   TempDir tmp;
   write_micro(tmp / "per");
   write_micro(tmp / "ours", ExpertLayout::Fused);
-  std::string cmd = "/usr/bin/python3 " + (emo::test::source_dir() / "tests/reference/fuse_experts.py").string() +
+  std::string cmd = emo::test::reference_script("fuse_experts.py") +
                     " --model " + (tmp / "per").string() + " --out " + (tmp / "ref").string() + " > /dev/null";
   REQUIRE(std::system(cmd.c_str()) == 0);
   Checkpoint per = Checkpoint::open(tmp / "per"), ref = Checkpoint::open(tmp / "ref");

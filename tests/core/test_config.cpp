@@ -235,3 +235,40 @@ TEST_CASE("config overrides (--set) parse JSON values and refuse unknown keys", 
   CHECK_THROWS_WITH(c.set_override("num_layerz", "4"), Catch::Contains("num_layerz: unknown config key"));
   CHECK_THROWS_WITH(c.set_override("num_experts_per_tok", "99"), Catch::Contains("num_experts_per_tok"));
 }
+
+// transformers v5 states RoPE as one "rope_parameters" object (it writes
+// {"rope_type": "default", "rope_theta": 10000.0} even for plain RoPE).
+TEST_CASE("transformers v5 rope_parameters: read, written back in its own style, contradictions refused", "[config]") {
+  Json j = emo_base();
+  j["rope_parameters"] = Json::parse(R"({"rope_type":"linear","factor":2.0,"rope_theta":1000000.0})");
+  ModelConfig c = ModelConfig::from_json(j, "config.json");
+  CHECK(c.rope_theta == 1000000.0);
+  CHECK(c.rope_scaling == Json::parse(R"({"rope_type":"linear","factor":2.0})"));
+  Json out = c.to_json();
+  CHECK(out["rope_parameters"] == j["rope_parameters"]);
+  CHECK_FALSE(out.contains("rope_scaling"));
+  CHECK_FALSE(out.contains("rope_theta"));
+  // The same model in v4's keys is the same model.
+  Json v4 = emo_base();
+  v4["rope_theta"] = 1000000.0;
+  v4["rope_scaling"] = Json::parse(R"({"rope_type":"linear","factor":2.0})");
+  CHECK(ModelConfig::from_json(v4, "v4.json").model_defining() == c.model_defining());
+  Json plain = emo_base();
+  plain["rope_parameters"] = Json::parse(R"({"rope_type":"default","rope_theta":10000.0})");
+  ModelConfig d = ModelConfig::from_json(plain, "config.json");
+  CHECK(d.rope_theta == 10000.0);
+  CHECK(d.rope_scaling.is_null());
+
+  Json both = j;
+  both["rope_scaling"] = Json::parse(R"({"rope_type":"linear","factor":2.0})");
+  CHECK_THAT(error_of(both), Catch::Contains("rope_scaling: given together with rope_parameters"));
+  Json theta = j;
+  theta["rope_theta"] = 10000.0;
+  CHECK_THAT(error_of(theta), Catch::Contains("rope_theta: 10000 contradicts rope_parameters.rope_theta 1e+06"));
+  Json per_type = emo_base();
+  per_type["rope_parameters"] = Json::parse(R"({"full_attention":{"rope_type":"default","rope_theta":10000.0}})");
+  CHECK_THAT(error_of(per_type), Catch::Contains("rope_parameters.full_attention: per-layer-type rope parameters"));
+  Json wrong = emo_base();
+  wrong["rope_parameters"] = 3;
+  CHECK_THAT(error_of(wrong), Catch::Contains("rope_parameters: expected an object or null"));
+}

@@ -1,5 +1,5 @@
-// core/text/tokenizer against Hugging Face `tokenizers` itself (the Rust crate through the
-// npm binding in tests/reference, run with node): the same ids on the whole corpus, GSM8K
+// core/text/tokenizer against Hugging Face `tokenizers` itself (the Rust library through its
+// Python binding from PyPI, pinned; tests/reference/tokenize_ref.py): the same ids on the whole corpus, GSM8K
 // and a list of awkward strings, for both shipped tokenizers and for variants of their
 // tokenizer.json that exercise the other supported settings; the same decoded text;
 // exact round trips; and the errors bad input gets.
@@ -51,7 +51,7 @@ void write_file(const fs::path& path, const std::string& bytes) {
   REQUIRE(out.good());
 }
 
-// The texts of a JSONL file, gzipped or not, in the order tokenize_ref.js reads them: a
+// The texts of a JSONL file, gzipped or not, in the order tokenize_ref.py reads them: a
 // line's "text", or its "question" then its "answer".
 std::vector<std::string> read_texts(const fs::path& path) {
   gzFile file = gzopen(path.string().c_str(), "rb");
@@ -96,24 +96,16 @@ std::string shell_quote(const std::string& s) {
   return quoted + "'";
 }
 
-const char* kInstallHint =
-    "the Hugging Face reference is not installed: run scripts/install-tokenizer-ref "
-    "(needs node and npm)";
-
-// Runs tests/reference/tokenize_ref.js; a missing node or binding fails the test.
+// Runs tests/reference/tokenize_ref.py; a missing reference environment fails the test.
 void run_reference(const emo::test::TempDir& dir, const std::vector<std::string>& args) {
-  const fs::path ref_dir = emo::test::source_dir() / "tests" / "reference";
-  if (std::system("node --version >/dev/null 2>&1") != 0) FAIL("node not found; " << kInstallHint);
-  if (!fs::exists(ref_dir / "node_modules" / "@anush008" / "tokenizers" / "package.json")) {
-    FAIL(kInstallHint);
-  }
-  std::string command = "node " + shell_quote((ref_dir / "tokenize_ref.js").string());
+  if (!emo::test::have_reference_venv()) FAIL(emo::test::reference_install_hint());
+  std::string command = shell_quote(emo::test::reference_tool("python").string()) + " " +
+                        shell_quote((emo::test::source_dir() / "tests/reference/tokenize_ref.py").string());
   for (const std::string& arg : args) command += " " + shell_quote(arg);
   const fs::path errors = dir / "reference.stderr";
   command += " 2>" + shell_quote(errors.string());
   if (std::system(command.c_str()) != 0) {
-    FAIL("the reference failed: " << command << "\n" << read_file(errors) << "\n(if the binding"
-         " does not load: " << kInstallHint << ")");
+    FAIL("the reference failed: " << command << "\n" << read_file(errors));
   }
 }
 

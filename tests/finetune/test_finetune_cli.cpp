@@ -11,10 +11,12 @@
 
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/provenance.h"
+#include "core/io/sha256.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
 #include "finetune/train_state.h"
+#include "core/io/sha256.h"
 #include "ft_util.h"
 #include "surgery/extract.h"
 
@@ -30,7 +32,6 @@ const fs::path& tiny() {
   return p;
 }
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 // Greedy exact match of a model on reversal items.
 double exact_match(const fs::path& model_dir, const std::vector<ReversalItem>& items) {
@@ -137,6 +138,26 @@ TEST_CASE("freeze modes: frozen tensors stay byte-identical, trained ones move",
       CHECK(changed[role] > 0);
     }
   }
+}
+
+// OpenBLAS sums depend on its thread count, which it reads from the environment when it
+// loads (torchrun sets OMP_NUM_THREADS=1): --threads sets it, so the environment does not
+// change a run's bits.
+TEST_CASE("the thread count (--threads) decides the bits, not OMP_NUM_THREADS or OPENBLAS_NUM_THREADS", "[finetune][cli]") {
+  TempDir dir;
+  write_prompt_completion(dir / "d.jsonl", reversal_items(32, 7));
+  const std::string common = "finetune --model " + q(tiny()) + " --data " + q(dir / "d.jsonl") +
+                             " --lr 3e-3 --batch-size 8 --max-steps 2 --threads 1 -q --out ";
+  RunResult plain = run_emo(common + q(dir / "plain"));
+  RunResult env = run_emo(common + q(dir / "env"), "env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2");
+  RunResult one = run_emo(common + q(dir / "one"), "env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1");
+  INFO(plain.err << env.err << one.err);
+  REQUIRE(plain.code == 0);
+  REQUIRE(env.code == 0);
+  REQUIRE(one.code == 0);
+  const std::string want = hash_file((dir / "plain" / "model.safetensors").string());
+  CHECK(hash_file((dir / "env" / "model.safetensors").string()) == want);
+  CHECK(hash_file((dir / "one" / "model.safetensors").string()) == want);
 }
 
 TEST_CASE("kill -9 at a random step, --resume: the same final bits as an uninterrupted run", "[finetune][cli][resume]") {

@@ -17,7 +17,7 @@ namespace {
 
 fs::path reference_model(const fs::path& dir, const std::string& preset) {
   fs::path out = dir / preset;
-  std::string cmd = "/usr/bin/python3 " + (source_dir() / "tests/reference/make_random.py").string() + " --out " +
+  std::string cmd = reference_script("make_random.py") + " --out " +
                     out.string() + " --preset " + preset + " --seed 3 > /dev/null";
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("make_random.py failed");
   return out;
@@ -107,7 +107,7 @@ TEST_CASE("CE and load-balancing loss equal allenai/EMO's and transformers' (Pyt
     labels[2][8] = kIgnoreIndex;
     OurLosses ours = our_losses(model, ids, labels);
     fs::path out = dir / (preset + ".safetensors");
-    std::string cmd = "/usr/bin/python3 " + (source_dir() / "tests/reference/ref_forward.py").string() + " --model " +
+    std::string cmd = reference_script("ref_forward.py") + " --model " +
                       m.string() + " --ids '" + matrix_text(ids) + "' --labels '" + matrix_text(labels) + "' --out " +
                       out.string() + " > /dev/null";
     REQUIRE(std::system(cmd.c_str()) == 0);

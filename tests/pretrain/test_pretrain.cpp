@@ -14,7 +14,6 @@ using namespace emo::test;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 const std::string kCorpus = std::string(EMO_SOURCE_DIR) + "/data/corpus/valid.jsonl.gz";
 
@@ -47,7 +46,6 @@ void check_same_weights(const fs::path& a, const fs::path& b) {
   }
 }
 
-bool have_torchrun() { return std::system("test -x /usr/bin/torchrun") == 0; }
 
 }  // namespace
 
@@ -96,10 +94,6 @@ TEST_CASE("stop at a checkpoint and --resume: the same pool draws, bit-identical
 }
 
 TEST_CASE("emo pretrain: two Gloo processes give the one-process load-balancing term", "[pretrain][ddp]") {
-  if (!have_torchrun()) {
-    WARN("no /usr/bin/torchrun (Debian python3-torch): skipped");
-    return;
-  }
   TempDir dir;
   const std::string args = "pretrain --preset tiny --set num_hidden_layers=2 --init-seed 3 --data " + q(kCorpus) +
                            " --limit 40 --seq-len 96 --batch-size 4 --max-steps 3 --pool-min 3 --pool-max 12 --seed 7"
@@ -107,11 +101,7 @@ TEST_CASE("emo pretrain: two Gloo processes give the one-process load-balancing 
   RunResult one = run_emo(args + " --out " + q(dir / "one"));
   INFO(one.err);
   REQUIRE(one.code == 0);
-  std::random_device rd;
-  int port = 20000 + int(rd() % 20000);
-  std::string cmd = "/usr/bin/torchrun --nnodes 1 --nproc_per_node 2 --master_addr 127.0.0.1 --master_port " +
-                    std::to_string(port) + " --redirects 2 --tee 2 --no_python " + emo_exe() + " " + args +
-                    " --out " + q(dir / "two") + " > " + q(dir / "torchrun.log") + " 2>&1";
+  std::string cmd = torchrun_command(2) + " " + args + " --out " + q(dir / "two") + " > " + q(dir / "torchrun.log") + " 2>&1";
   int rc = std::system(cmd.c_str());
   INFO(read_text_file(dir / "torchrun.log"));
   REQUIRE(rc == 0);

@@ -1,6 +1,6 @@
 """Rewrites a per-expert checkpoint into the transformers-v5 fused expert layout.
 
-    /usr/bin/python3 tests/reference/fuse_experts.py --model DIR --out DIR
+    "$(scripts/reference-venv)"/bin/python tests/reference/fuse_experts.py --model DIR --out DIR
 
 For every MoE layer i, the per-expert tensors
 

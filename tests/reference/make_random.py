@@ -1,7 +1,7 @@
 """Writes a random EMO or OLMoE checkpoint directory (config.json + model.safetensors,
 per-expert layout), seeded and deterministic.
 
-    /usr/bin/python3 tests/reference/make_random.py --out DIR [--preset emo-tiny]
+    "$(scripts/reference-venv)"/bin/python tests/reference/make_random.py --out DIR [--preset emo-tiny]
         [--config '{"num_experts": 16}' | --config path/to/config.json]
         [--seed 0] [--dtype fp32|bf16] [--shard-bytes N]
 

@@ -1,6 +1,6 @@
 """Runs the reference EMO / OLMoE forward pass on a checkpoint and writes the results.
 
-    /usr/bin/python3 tests/reference/ref_forward.py --model DIR --ids "1,2,3;4,5,6" --out FILE.safetensors
+    "$(scripts/reference-venv)"/bin/python tests/reference/ref_forward.py --model DIR --ids "1,2,3;4,5,6" --out FILE.safetensors
         [--attention-mask "0,1,1;1,1,1"] [--router] [--labels "-100,2,3;4,5,-100"] [--dtype fp32|bf16]
 
 Rows are separated by ";", tokens by ","; all rows have the same length. Output (safetensors):

@@ -1,8 +1,8 @@
 """Self-checks of the reference implementation.
 
-    cd tests/reference && /usr/bin/python3 -m unittest -v test_reference
+    cd tests/reference && "$(../../scripts/reference-venv)"/bin/python -m unittest -v test_reference
     # or from the repository root:
-    /usr/bin/python3 -m unittest discover -s tests/reference -p 'test_*.py'
+    "$(scripts/reference-venv)"/bin/python -m unittest discover -s tests/reference -p 'test_*.py'
 """
 
 import json
@@ -458,6 +458,67 @@ class NumericsTest(TmpDirTest):
 
 
 # ---------------------------------------------------------------------------------------------
+class TransformersTest(TmpDirTest):
+    """The in-repo reference against transformers itself (the pinned PyPI version) wherever
+    transformers implements the same thing: OLMoE whole (logits, router logits, losses), and
+    the parts EMO shares with it (every RoPE variant). EMO itself has no transformers class."""
+
+    def setUp(self):
+        super().setUp()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers.utils import logging as hf_logging
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def test_olmoe_equals_transformers(self):
+        from transformers import AutoModelForCausalLM
+        for preset in ("olmoe-tiny", "olmoe-clip"):
+            with self.subTest(preset=preset):
+                d = make_ckpt(self.tmp, preset, seed=3)
+                ids = torch.randint(2, 60, (2, 9), generator=torch.Generator().manual_seed(0))
+                labels = ids.clone()
+                labels[0, :3] = -100
+                ref = rm.ReferenceModel(d).forward(ids, labels=labels, output_router_logits=True)
+                hf = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+                with torch.no_grad():
+                    out = hf(input_ids=ids, labels=labels, output_router_logits=True)
+                self.assertLess((out.logits - ref["logits"]).abs().max().item(), 1e-5)
+                for i, theirs in enumerate(out.router_logits):
+                    self.assertLess((theirs - ref["router_logits"][i]).abs().max().item(), 1e-5)
+                self.assertAlmostEqual(out.aux_loss.item(), ref["lb_loss"].item(), places=5)
+                self.assertAlmostEqual(out.loss.item(), ref["loss"].item(), places=5)
+
+    def test_rope_variants_equal_transformers(self):
+        from transformers import AutoConfig
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+        from transformers.models.olmoe.modeling_olmoe import OlmoeRotaryEmbedding
+        base = make_random.build_config("emo-tiny", {"max_position_embeddings": 256})
+        variants = [
+            None,
+            {"rope_type": "linear", "factor": 4.0},
+            {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+             "original_max_position_embeddings": 64},
+            {"rope_type": "yarn", "factor": 4.0},
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 16},
+            {"rope_type": "dynamic", "factor": 2.0},
+        ]
+        for scaling in variants:
+            with self.subTest(rope=scaling):
+                raw = dict(base, rope_scaling=scaling) if scaling else dict(base)
+                cfg = rm.Config(raw)
+                kind = rm.rope_type(cfg)
+                ours, our_scale = rm.ROPE_INIT_FUNCTIONS[kind](cfg)
+                params = dict(scaling or {"rope_type": "default"}, rope_theta=raw["rope_theta"])
+                theirs_cfg = AutoConfig.for_model("olmoe", hidden_size=raw["hidden_size"],
+                                                  num_attention_heads=raw["num_attention_heads"],
+                                                  max_position_embeddings=256, rope_parameters=params)
+                init = (OlmoeRotaryEmbedding.compute_default_rope_parameters if kind == "default"
+                        else ROPE_INIT_FUNCTIONS[kind])
+                theirs, their_scale = init(theirs_cfg, "cpu")
+                self.assertTrue(torch.equal(ours, theirs))
+                self.assertAlmostEqual(our_scale, their_scale, places=12)
+
+
 class CliTest(TmpDirTest):
     def run_py(self, *args):
         subprocess.run([sys.executable, *args], check=True, cwd=HERE)

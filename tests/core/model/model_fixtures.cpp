@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/io/tensor_store.h"
+#include "core/util/fs.h"
 #include "core/model/tensor_bridge.h"
 #include "core/checkpoint/init.h"
 
@@ -53,7 +54,7 @@ ReferenceRun run_reference(const fs::path& model_dir, const torch::Tensor& ids, 
                            const std::string& extra_args, const torch::Tensor& labels) {
   TempDir tmp;
   fs::path out = tmp / "ref.safetensors";
-  std::string cmd = "/usr/bin/python3 " + (source_dir() / "tests/reference/ref_forward.py").string() + " --model " +
+  std::string cmd = reference_script("ref_forward.py") + " --model " +
                     model_dir.string() + " --ids '" + rows_text(ids) + "' --out " + out.string() + " " + extra_args;
   if (attention_mask.defined()) cmd += " --attention-mask '" + rows_text(attention_mask) + "'";
   if (labels.defined()) cmd += " --labels='" + rows_text(labels) + "'";
@@ -64,6 +65,32 @@ ReferenceRun run_reference(const fs::path& model_dir, const torch::Tensor& ids, 
   for (const auto& t : f->tensors()) r.all[t.name] = tensor_from_view(f->view(t)).clone();
   r.logits = r.all.at("logits");
   return r;
+}
+
+namespace {
+// Runs hf_peer.py with `args`; its stderr and stdout go to a log shown on failure.
+void run_peer(const std::string& args) {
+  TempDir tmp;
+  const std::string cmd = reference_script("hf_peer.py") + " " + args + " > '" + (tmp / "log").string() + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("hf_peer.py " + args + ":\n" + read_text_file(tmp / "log"));
+}
+}  // namespace
+
+std::map<std::string, torch::Tensor> transformers_forward(const fs::path& model_dir, const torch::Tensor& ids,
+                                                          bool router) {
+  TempDir tmp;
+  run_peer("forward --model '" + model_dir.string() + "' --ids '" + rows_text(ids) + "' --out '" +
+           (tmp / "out.safetensors").string() + "'" + (router ? " --router" : ""));
+  auto f = SafetensorsFile::open((tmp / "out.safetensors").string());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& t : f->tensors()) out[t.name] = tensor_from_view(f->view(t)).clone();
+  return out;
+}
+
+void transformers_random(const std::string& type, const std::string& config, uint64_t seed, const fs::path& out,
+                         bool fused) {
+  run_peer("random --type " + type + " --config '" + config + "' --seed " + std::to_string(seed) + " --out '" +
+           out.string() + "' --layout " + (fused ? "fused" : "per-expert"));
 }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {

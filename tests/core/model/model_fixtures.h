@@ -29,6 +29,18 @@ struct ReferenceRun {
 ReferenceRun run_reference(const fs::path& model_dir, const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                            const std::string& extra_args = "", const torch::Tensor& labels = {});
 
+// Hugging Face transformers itself (tests/reference/hf_peer.py, the pinned PyPI version):
+// from_pretrained(dir) in fp32 on `ids`; "logits" [B, T, V] and, with `router`,
+// "router_logits.{i}" [B*T, E] per MoE layer. Throws when transformers does not load the
+// directory cleanly (missing or unexpected weights).
+std::map<std::string, torch::Tensor> transformers_forward(const fs::path& model_dir, const torch::Tensor& ids,
+                                                          bool router = false);
+// A random model of a transformers family (`type`: its model_type; `config`: JSON that
+// overrides the config class's defaults), written by save_pretrained in the per-expert
+// layout (transformers' default) or, with `fused`, its in-memory fused layout.
+void transformers_random(const std::string& type, const std::string& config, uint64_t seed, const fs::path& out,
+                         bool fused = false);
+
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace emo::test

@@ -6,6 +6,7 @@
 
 #include "core/model/model_fixtures.h"
 #include "core/checkpoint/init.h"
+#include "core/model/compat.h"
 #include "core/model/naive_model.h"
 #include "core/util/error.h"
 
@@ -190,24 +191,38 @@ TEST_CASE("packed documents see only themselves, with positions from zero", "[mo
   CHECK(max_abs_diff(out[0].narrow(0, 5, 3), m.forward({b})[0]) <= 1e-5);
 }
 
-TEST_CASE("the mask-loop baseline and sorted dispatch agree, forward and backward", "[model]") {
+TEST_CASE("the mask-loop baseline, sorted and grouped dispatch agree, forward and backward", "[model]") {
   ModelConfig c = tiny_config();
-  ModelWeights w1 = random_weights(c, 9), w2 = random_weights(c, 9);
-  for (auto* w : {&w1, &w2})
-    for (auto& p : named_params(*w, c)) p.tensor->requires_grad_(true);
-  Model m1(c, w1), m2(c, w2);
-  auto ids = random_ids(2, 8, c.vocab_size, 10);
-  ForwardOptions sorted, loop;
-  loop.dispatch = Dispatch::MaskLoop;
-  auto l1 = m1.forward({ids}, sorted), l2 = m2.forward({ids}, loop);
-  CHECK(max_abs_diff(l1, l2) <= 1e-5);
-  (l1.pow(2).mean()).backward();
-  (l2.pow(2).mean()).backward();
-  auto p1 = named_params(m1.weights(), c), p2 = named_params(m2.weights(), c);
-  for (size_t i = 0; i < p1.size(); ++i) {
-    INFO(p1[i].name);
-    REQUIRE(p1[i].tensor->grad().defined());
-    CHECK(max_abs_diff(p1[i].tensor->grad(), p2[i].tensor->grad()) <= 1e-6);
+  std::vector<Dispatch> modes = {Dispatch::Sorted};
+  if (compat::kHaveGroupedMM) {
+    modes.push_back(Dispatch::Grouped);  // at::_grouped_mm; on the CPU its composite form
+  } else {
+    Model m(c, random_weights(c, 9));
+    ForwardOptions grouped;
+    grouped.dispatch = Dispatch::Grouped;
+    CHECK_THROWS_WITH(m.forward({random_ids(1, 4, c.vocab_size, 1)}, grouped),
+                      Catch::Contains("has no grouped matrix multiply (2.9 and later)"));
+  }
+  for (Dispatch mode : modes) {
+    INFO((mode == Dispatch::Grouped ? "grouped" : "sorted"));
+    ModelWeights w1 = random_weights(c, 9), w2 = random_weights(c, 9);
+    for (auto* w : {&w1, &w2})
+      for (auto& p : named_params(*w, c)) p.tensor->requires_grad_(true);
+    Model m1(c, w1), m2(c, w2);
+    auto ids = random_ids(2, 8, c.vocab_size, 10);
+    ForwardOptions ours, loop;
+    ours.dispatch = mode;
+    loop.dispatch = Dispatch::MaskLoop;
+    auto l1 = m1.forward({ids}, ours), l2 = m2.forward({ids}, loop);
+    CHECK(max_abs_diff(l1, l2) <= 1e-5);
+    (l1.pow(2).mean()).backward();
+    (l2.pow(2).mean()).backward();
+    auto p1 = named_params(m1.weights(), c), p2 = named_params(m2.weights(), c);
+    for (size_t i = 0; i < p1.size(); ++i) {
+      INFO(p1[i].name);
+      REQUIRE(p1[i].tensor->grad().defined());
+      CHECK(max_abs_diff(p1[i].tensor->grad(), p2[i].tensor->grad()) <= 1e-6);
+    }
   }
 }
 

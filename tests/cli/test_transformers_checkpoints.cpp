@@ -1,0 +1,94 @@
+// A checkpoint written by transformers' own save_pretrained (v5, the pinned PyPI version),
+// in both expert layouts, goes through every emo command; what emo writes from it
+// (modules, conversions, merges) transformers loads again unchanged.
+#include <catch2/catch.hpp>
+
+#include "cli_util.h"
+#include "core/io/json.h"
+#include "core/model/model_fixtures.h"
+
+using namespace emo;
+using namespace emo::test;
+
+namespace {
+
+// An OLMoE with the dolma2-8k vocabulary (8000 tokens + eos + pad), so that the text
+// commands can tokenize for it; the tokenizer travels in the directory as on the Hub.
+constexpr const char* kConfig =
+    R"({"vocab_size":8002,"hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
+    R"("num_key_value_heads":2,"num_experts":8,"num_experts_per_tok":2,"max_position_embeddings":512,)"
+    R"("eos_token_id":8000,"pad_token_id":8001})";
+
+Json json_of(const RunResult& r) {
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  return Json::parse(r.out);
+}
+
+void check_ok(const RunResult& r) {
+  INFO(r.err);
+  CHECK(r.code == 0);
+}
+
+// emo logits --json of one row against transformers' logits of the same ids.
+double logits_gap(const std::string& dir, const std::string& ids_text, const torch::Tensor& ids) {
+  Json ours = json_of(run_emo("logits --model " + dir + " --ids " + ids_text + " --json"));
+  auto peer = transformers_forward(dir, ids).at("logits")[0];
+  double worst = 0;
+  for (int64_t t = 0; t < peer.size(0); ++t)
+    for (int64_t v = 0; v < peer.size(1); ++v)
+      worst = std::max(worst, std::abs(ours[size_t(t)][size_t(v)].get<double>() - peer[t][v].item<double>()));
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("every emo command reads transformers' save_pretrained output, and transformers reads emo's",
+          "[cli][transformers]") {
+  for (bool fused : {false, true}) {
+    INFO((fused ? "fused experts" : "per-expert tensors"));
+    TempDir dir;
+    auto path = [&](const std::string& name) { return q(dir / name); };
+    const std::string hf = path("hf");
+    transformers_random("olmoe", kConfig, 5, dir / "hf", fused);
+    fs::copy_file(source_dir() / "data/tokenizers/dolma2-8k/tokenizer.json", dir / "hf" / "tokenizer.json");
+    const std::string gsm8k = q(source_dir() / "data/gsm8k/train.jsonl");
+    const std::string corpus = q(source_dir() / "data/corpus/valid.jsonl.gz");
+
+    Json info = json_of(run_emo("inspect " + hf + " --json"));
+    CHECK(info["model_type"] == "olmoe");
+    CHECK(info["num_experts"] == 8);
+    CHECK(info["top_k"] == 2);
+    CHECK(logits_gap(hf, "5,60,700,7999", torch::tensor({{5, 60, 700, 7999}}, torch::kInt64)) <= 1e-4);
+    check_ok(run_emo("tokenize --tokenizer " + hf + " --text 'Hello world'"));
+    check_ok(run_emo("generate --model " + hf + " --prompt 'Question: 2+2?' --max-new-tokens 3"));
+    Json ppl = json_of(run_emo("eval ppl --model " + hf + " --data " + corpus + " --domain math --limit 2 --json"));
+    CHECK(std::isfinite(ppl["domains"]["math"]["loss"].get<double>()));
+    check_ok(run_emo("analyze prompt --model " + hf + " --text 'def add(a, b):' --json"));
+
+    // Surgery: route, select, extract; the module is an OLMoE transformers loads.
+    check_ok(run_emo("route --model " + hf + " --data " + gsm8k + " --limit 1 --out " + path("s.safetensors")));
+    check_ok(run_emo("select --model " + hf + " --stats " + path("s.safetensors") + " --keep 4 --out " + path("e.json")));
+    check_ok(run_emo("extract --model " + hf + " --experts " + path("e.json") + " --out " + path("module")));
+    CHECK(logits_gap(path("module"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
+
+    // Training and merging back: both results load in transformers.
+    check_ok(run_emo("finetune --model " + path("module") + " --data " + corpus +
+                     " --limit 8 --batch-size 4 --max-steps 2 --seq-len 64 --threads 1 -q --out " + path("module-ft")));
+    check_ok(run_emo("merge --base " + hf + " --module " + path("module-ft") + " --out " + path("merged")));
+    CHECK(logits_gap(path("merged"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
+    check_ok(run_emo("finetune --model " + hf + " --data " + corpus +
+                     " --limit 8 --batch-size 4 --max-steps 1 --seq-len 64 --threads 1 -q --out " + path("full-ft")));
+    check_ok(run_emo("pretrain --model " + hf + " --data " + corpus +
+                     " --limit 8 --batch-size 2 --max-steps 1 --seq-len 64 --threads 1 -q --out " + path("pretrained")));
+    CHECK(logits_gap(path("full-ft"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
+
+    // The other layout and a comparison: the same tensors.
+    check_ok(run_emo("convert --model " + hf + " --layout " + (fused ? "per-expert" : "fused") + " --out " + path("other")));
+    Json diff = json_of(run_emo("diff " + hf + " " + path("other") + " --json"));
+    CHECK(diff["identical"] == true);
+    CHECK(logits_gap(path("other"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
+    check_ok(run_emo("diff " + hf + " " + path("merged")));
+    check_ok(run_emo("verify " + path("module") + " " + path("merged") + " " + path("other")));
+  }
+}

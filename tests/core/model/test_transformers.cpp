@@ -1,0 +1,96 @@
+// emo's model against Hugging Face transformers' own OlmoeForCausalLM (the pinned PyPI
+// version, tests/reference/hf_peer.py): random small configs written by transformers'
+// save_pretrained in both expert layouts it reads and writes, read by emo, and emo's own
+// rewrites of them read back by transformers. Logits and router logits agree within 1e-4
+// (fp32); in practice they agree to ~1e-6.
+#include <catch2/catch.hpp>
+
+#include "core/checkpoint/convert.h"
+#include "core/model/model_fixtures.h"
+
+using namespace emo;
+using namespace emo::test;
+
+namespace {
+
+// transformers' OlmoeConfig keys: the class defaults, shrunk, with each variant on top.
+constexpr const char* kOlmoeBase =
+    R"({"vocab_size":64,"hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
+    R"("num_key_value_heads":4,"num_experts":8,"num_experts_per_tok":2,"max_position_embeddings":64})";
+
+struct Variant {
+  const char* name;
+  const char* patch;
+};
+const Variant kOlmoeVariants[] = {
+    {"plain top-2 of 8", "{}"},
+    {"norm_topk_prob, clip_qkv", R"({"norm_topk_prob":true,"clip_qkv":0.5})"},
+    {"GQA, three layers, top-3", R"({"num_key_value_heads":2,"num_hidden_layers":3,"num_experts_per_tok":3})"},
+    {"linear rope scaling", R"({"rope_parameters":{"rope_type":"linear","factor":2.0,"rope_theta":10000.0}})"},
+};
+
+std::string with_patch(const char* base, const char* patch) {
+  Json j = parse_json(base, "base");
+  Json p = parse_json(patch, "patch");
+  for (auto it = p.begin(); it != p.end(); ++it) j[it.key()] = it.value();
+  return j.dump();
+}
+
+torch::Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randint(2, V, {B, T}, gen, torch::kInt64);
+}
+
+// emo's logits and router logits for `dir`.
+std::pair<torch::Tensor, RouterTrace> emo_forward(const fs::path& dir, const torch::Tensor& ids) {
+  torch::NoGradGuard ng;
+  Model m = Model::load(Checkpoint::open(dir));
+  RouterTrace trace;
+  ForwardOptions o;
+  o.trace = &trace;
+  torch::Tensor logits = m.forward({ids}, o);
+  return {logits, std::move(trace)};
+}
+
+void check_same(const fs::path& dir, const std::map<std::string, torch::Tensor>& peer, const torch::Tensor& ids) {
+  auto [logits, trace] = emo_forward(dir, ids);
+  CHECK(max_abs_diff(logits, peer.at("logits")) <= 1e-4);
+  CHECK(peer.at("logits").abs().max().item<double>() > 0.5);  // not trivially small
+  REQUIRE(peer.size() == trace.logits.size() + 1);  // logits + one router_logits.{i} per layer
+  for (size_t l = 0; l < trace.logits.size(); ++l) {
+    INFO("router logits of layer " << l);
+    CHECK(max_abs_diff(trace.logits[l], peer.at("router_logits." + std::to_string(l))) <= 1e-4);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("OLMoE: emo's logits equal transformers' OlmoeForCausalLM, both expert layouts, both ways",
+          "[model][transformers]") {
+  uint64_t seed = 1;
+  for (const auto& v : kOlmoeVariants) {
+    INFO(v.name);
+    TempDir tmp;
+    const std::string config = with_patch(kOlmoeBase, v.patch);
+    auto ids = random_ids(2, 11, 64, seed);
+    // transformers writes both layouts; emo reads them.
+    transformers_random("olmoe", config, seed, tmp / "hf-per-expert");
+    transformers_random("olmoe", config, seed, tmp / "hf-fused", /*fused=*/true);
+    REQUIRE(Checkpoint::open(tmp / "hf-per-expert").layout() == ExpertLayout::PerExpert);
+    REQUIRE(Checkpoint::open(tmp / "hf-fused").layout() == ExpertLayout::Fused);
+    auto peer = transformers_forward(tmp / "hf-per-expert", ids, /*router=*/true);
+    check_same(tmp / "hf-per-expert", peer, ids);
+    check_same(tmp / "hf-fused", peer, ids);
+    // emo writes both layouts; transformers reads them and computes the same.
+    for (ExpertLayout layout : {ExpertLayout::PerExpert, ExpertLayout::Fused}) {
+      const fs::path out = tmp / (layout == ExpertLayout::Fused ? "emo-fused" : "emo-per-expert");
+      ConvertOptions o;
+      o.layout = layout;
+      fs::create_directories(out);
+      convert_checkpoint(Checkpoint::open(tmp / (layout == ExpertLayout::Fused ? "hf-per-expert" : "hf-fused")), out, o);
+      auto back = transformers_forward(out, ids, /*router=*/true);
+      CHECK(max_abs_diff(back.at("logits"), peer.at("logits")) <= 1e-6);  // the same tensors, laid out otherwise
+    }
+    ++seed;
+  }
+}
