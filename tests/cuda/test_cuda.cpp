@@ -76,24 +76,22 @@ TEST_CASE("bf16 grouped dispatch equals the mask loop on the GPU, forward and ba
   og.dispatch = Dispatch::Grouped;
   ol.dispatch = Dispatch::MaskLoop;
   auto a = grouped.forward({ids}, og), b = loop.forward({ids}, ol);
-  CHECK(max_rel(a.float(), b.float()) <= 0.02);
-  a.float().pow(2).mean().backward();
-  b.float().pow(2).mean().backward();
+  CHECK(max_rel(a.to(torch::kFloat32), b.to(torch::kFloat32)) <= 0.02);
+  a.to(torch::kFloat32).pow(2).mean().backward();
+  b.to(torch::kFloat32).pow(2).mean().backward();
   auto pa = named_params(grouped.weights(), c), pb = named_params(loop.weights(), c);
   for (size_t i = 0; i < pa.size(); ++i) {
     INFO(pa[i].name);
     REQUIRE(pa[i].tensor->grad().defined());
-    CHECK(max_rel(pa[i].tensor->grad().float(), pb[i].tensor->grad().float()) <= 0.05);
+    CHECK(max_rel(pa[i].tensor->grad().to(torch::kFloat32), pb[i].tensor->grad().to(torch::kFloat32)) <= 0.05);
   }
 }
 
 TEST_CASE("a bf16 finetune on the GPU learns, and --resume there ends on the uninterrupted bits", "[cuda]") {
   require_gpu();
   TempDir dir;
-  fs::path model = make_model(dir.path(), "tiny", "tiny", 3);
-  write_prompt_completion(dir / "d.jsonl", reversal_items(256, 11));
-  const std::string common = "finetune --model " + q(model) + " --data " + q(dir / "d.jsonl") +
-                             " --device cuda --precision bf16 --lr 3e-3 --batch-size 32 --save-every 20 -q";
+  const std::string common = reversal_finetune(dir.path(), 3, 256, 11) +
+                           " --device cuda --precision bf16 --lr 3e-3 --batch-size 32 --save-every 20 -q";
   RunResult whole = run_emo(common + " --max-steps 60 --out " + q(dir / "whole"));
   INFO(whole.err);
   REQUIRE(whole.code == 0);

@@ -65,6 +65,14 @@ inline void write_prompt_completion(const fs::path& file, const std::vector<Reve
   for (const auto& it : items) out << Json({{"prompt", it.prompt}, {"completion", it.completion}}).dump() << "\n";
 }
 
+// A tiny model (init seed `model_seed`) and `items` reversal items (seed `data_seed`) written
+// into dir: returns "finetune --model M --data D", for the caller's flags to follow.
+inline std::string reversal_finetune(const fs::path& dir, int model_seed, size_t items, uint32_t data_seed) {
+  fs::path model = make_model(dir, "tiny", "tiny", model_seed);
+  write_prompt_completion(dir / "d.jsonl", reversal_items(items, data_seed));
+  return "finetune --model " + q(model) + " --data " + q(dir / "d.jsonl");
+}
+
 // Bytes of a canonical tensor of a checkpoint.
 inline std::string tensor_bytes(const Checkpoint& ck, const std::string& name) {
   TensorView v = ck.view(name);

@@ -99,9 +99,7 @@ pid_t find_rank(const fs::path& out, int rank) {
 
 TEST_CASE("two Gloo processes under torchrun give the one-process loss curve (within 1e-5)", "[finetune][ddp]") {
   TempDir dir;
-  fs::path model = make_model(dir.path(), "tiny", "tiny", 2);
-  write_prompt_completion(dir / "d.jsonl", reversal_items(96, 21));
-  const std::string args = "finetune --model " + q(model) + " --data " + q(dir / "d.jsonl") +
+  const std::string args = reversal_finetune(dir.path(), 2, 96, 21) +
                            " --lr 3e-3 --batch-size 12 --max-steps 8 --warmup-steps 2 --z-loss-weight 0.001 --threads 1 -q";
   RunResult one = run_emo(args + " --out " + q(dir / "one"));
   INFO(one.err);
@@ -163,9 +161,7 @@ TEST_CASE("torchrun's other store mode works, or a 1.13 build says how to launch
 
 TEST_CASE("gradient accumulation gives the one-batch loss curve, global load balancing included", "[finetune][ddp]") {
   TempDir dir;
-  fs::path model = make_model(dir.path(), "tiny", "tiny", 3);
-  write_prompt_completion(dir / "d.jsonl", reversal_items(96, 22));
-  const std::string args = "finetune --model " + q(model) + " --data " + q(dir / "d.jsonl") +
+  const std::string args = reversal_finetune(dir.path(), 3, 96, 22) +
                            " --lr 3e-3 --batch-size 12 --max-steps 6 --warmup-steps 1 --lb-weight 0.05 --threads 1 -q";
   RunResult one = run_emo(args + " --out " + q(dir / "one"));
   RunResult acc = run_emo(args + " --out " + q(dir / "acc") + " --micro-batch-size 5");
@@ -191,9 +187,7 @@ TEST_CASE("gradient accumulation gives the one-batch loss curve, global load bal
 // failed rank).
 TEST_CASE("kill -9 of one rank: the other stops naming it, --resume gives the uninterrupted bits", "[finetune][ddp][crash]") {
   TempDir dir;
-  fs::path model = make_model(dir.path(), "tiny", "tiny", 2);
-  write_prompt_completion(dir / "d.jsonl", reversal_items(96, 23));
-  const std::string args = "finetune --model " + q(model) + " --data " + q(dir / "d.jsonl") +
+  const std::string args = reversal_finetune(dir.path(), 2, 96, 23) +
                            " --lr 3e-3 --batch-size 8 --max-steps 10 --save-every 2 --threads 1 --dist-timeout 120 -q";
   // The same two-process job started by hand: RANK etc. per process, rank 0 hosts the store.
   auto by_hand = [&](const fs::path& out, const std::string& extra) {
