@@ -247,6 +247,7 @@ void write_cache(const fs::path& file, const PackedData& d) {
     log_warn("cannot create the token cache directory ", file.parent_path().string(), ": ", ec.message());
     return;
   }
+  remove_stale_temporaries(file);  // a killed writer's FILE.tmp-<pid>
   fs::path tmp = file.string() + ".tmp-" + std::to_string(::getpid());
   std::vector<TensorSpec> specs{{"tokens", DType::I32, {int64_t(d.tokens.size())}},
                                 {"doc_starts", DType::I64, {int64_t(d.doc_starts.size())}}};

@@ -78,6 +78,18 @@ torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const t
 #endif
 }
 
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, double scale) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  return at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/false, scale);
+#else
+  auto scores = torch::matmul(q, k.transpose(2, 3)) * scale;
+  if (mask.defined()) scores = scores + mask;
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(probs, v);
+#endif
+}
+
 c10::intrusive_ptr<c10d::Store> tcp_store(const std::string& host, uint16_t port, int world_size, bool is_server,
                                           std::chrono::milliseconds timeout, bool multi_tenant) {
   c10d::TCPStoreOptions o;

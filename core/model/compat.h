@@ -12,6 +12,7 @@
 //    copy_data() pure virtual; compat::Allocator hides both.
 //  - at::_grouped_mm (one call for a GEMM per group of rows) exists from 2.9: CUDA kernels
 //    for bf16 on Hopper and later, a composite loop elsewhere; compat::grouped_mm.
+//  - at::scaled_dot_product_attention with a `scale` exists from 2.1; compat::attention.
 //
 // Nothing else in emo tests TORCH_VERSION_*.
 #pragma once
@@ -76,6 +77,18 @@ constexpr bool kHaveGroupedMM = false;
 //  a [K, M] x b [M, N] (M grouped)         -> [G, K, N]    (one product per group of M)
 // Throws emo::Error where the LibTorch has none (kHaveGroupedMM false).
 torch::Tensor grouped_mm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& offs);
+
+// ---- attention ---------------------------------------------------------------------------
+
+// softmax(q k^T * scale + mask) v, softmax in float32: q [B, h, T, d], k and v [B, h, Tk, d],
+// mask additive [B or 1, 1, T, Tk] in q's dtype (finite: a row with no visible key comes
+// out uniform, not NaN) -> [B, h, T, d].
+// 2.1+: at::scaled_dot_product_attention, one fused kernel (flash attention on the CPU) that
+// neither writes the [B, h, T, Tk] scores nor keeps them for backward (bench_train's OLMoE
+// shape: 1,025 -> 1,115 tokens/s; transformers' default uses it too). 1.13: the eager
+// composite. The two agree to ~1e-6 in float32.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, double scale);
 
 // ---- allocator -------------------------------------------------------------------------
 

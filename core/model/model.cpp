@@ -63,6 +63,17 @@ torch::Tensor document_positions(const torch::Tensor& doc) {
   return idx - start_idx;
 }
 
+// The most negative finite value of a floating dtype (torch.finfo(dtype).min): float32's
+// lowest rounds to -inf in bf16, and a row of -inf scores softmaxes to NaN.
+double lowest_finite(torch::ScalarType t) {
+  switch (t) {
+    case torch::kBFloat16: return double(std::numeric_limits<c10::BFloat16>::lowest());
+    case torch::kHalf: return double(std::numeric_limits<c10::Half>::lowest());
+    case torch::kFloat64: return std::numeric_limits<double>::lowest();
+    default: return double(std::numeric_limits<float>::lowest());
+  }
+}
+
 }  // namespace
 
 torch::Tensor Model::attention(size_t l, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -100,11 +111,12 @@ torch::Tensor Model::attention(size_t l, const torch::Tensor& x, const torch::Te
   }
   k = repeat_kv(k, nh / nkv);
   v = repeat_kv(v, nh / nkv);
-  double scaling = std::pow(double(hd), -0.5);
-  auto scores = torch::matmul(q, k.transpose(2, 3)) * scaling;
-  if (mask.defined()) scores = scores + mask;
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  auto out = torch::matmul(probs, v).transpose(1, 2).contiguous().reshape({B, T, nh * hd});
+  // Under CUDA autocast q is bf16 and the mask float32: bring the mask to q's dtype here,
+  // finite, rather than let autocast round its lowest value to -inf.
+  torch::Tensor m = mask;
+  if (m.defined() && m.scalar_type() != q.scalar_type())
+    m = m.to(q.scalar_type()).clamp_min(lowest_finite(q.scalar_type()));
+  auto out = compat::attention(q, k, v, m, std::pow(double(hd), -0.5)).transpose(1, 2).contiguous().reshape({B, T, nh * hd});
   return linear(out, L.o, L.o_bias);
 }
 
@@ -279,8 +291,8 @@ torch::Tensor Model::run_layers(torch::Tensor h, const Batch& batch, const Forwa
   positions = positions.to(device);
 
   // Additive mask [B or 1, 1, T, Tk]: causal, minus padded keys, minus other documents.
-  // Masked scores get the lowest float (not -inf), as HF does, so a row with no visible
-  // key (a padding query) is uniform instead of NaN.
+  // Masked scores get the dtype's lowest finite value (not -inf), as HF does, so a row with
+  // no visible key (a padding query) is uniform instead of NaN.
   auto q_pos = torch::arange(past, Tk, long_opts).view({T, 1});
   auto k_pos = torch::arange(0, Tk, long_opts).view({1, Tk});
   auto allowed = (k_pos <= q_pos).view({1, 1, T, Tk});
@@ -290,9 +302,7 @@ torch::Tensor Model::run_layers(torch::Tensor h, const Batch& batch, const Forwa
     auto d = batch.document_ids.to(device);
     allowed = allowed.logical_and((d.unsqueeze(2) == d.unsqueeze(1)).unsqueeze(1));
   }
-  auto mask = torch::zeros(allowed.sizes(), h.options())
-                  .masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
-  if (h.scalar_type() != torch::kFloat32) mask = mask.to(h.scalar_type());
+  auto mask = torch::zeros(allowed.sizes(), h.options()).masked_fill(allowed.logical_not(), lowest_finite(h.scalar_type()));
 
   auto [cos, sin] = rope_.cos_sin(positions);
   if (options.trace) options.trace->reset(layers_.size());

@@ -157,6 +157,9 @@ void fsync_dir(const fs::path& dir) {
 }
 
 void write_file_atomic(const fs::path& path, std::string_view content) {
+  // A writer killed between its temporary and the rename left PATH.tmp-<pid>: a file
+  // rewritten on every resume (metrics.jsonl) would otherwise keep that debris for good.
+  remove_stale_temporaries(path);
   fs::path tmp = path;
   tmp += cat(".tmp-", ::getpid());
   try {

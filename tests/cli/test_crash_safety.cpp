@@ -179,7 +179,7 @@ void kill_one_shot(const std::string& args, const std::string& overwrite, int ki
   REQUIRE(run_and_kill(args + " --out " + out.string() + " " + overwrite, std::chrono::minutes(10)).code == 0);
   check_complete_if_it_looks_so(out);
   CHECK(content_hash(Checkpoint::open(out)) == ref_hash);
-  CHECK(debris(work.path()).empty());
+  CHECK(debris(work.path()) == std::vector<std::string>{});
 }
 
 }  // namespace
@@ -226,7 +226,7 @@ TEST_CASE("kill -9 during finetune, again and again: checkpoints are whole, --re
   }
   CHECK(kills > 0);
   CHECK(file_bytes(out / "model.safetensors") == file_bytes(ref / "model.safetensors"));
-  CHECK(debris(work.path()).empty());
+  CHECK(debris(work.path()) == std::vector<std::string>{});
 }
 
 TEST_CASE("kill -9 during a recipe run, many times: every step output is whole and the rerun finishes the same",
@@ -264,7 +264,7 @@ TEST_CASE("kill -9 during a recipe run, many times: every step output is whole a
   REQUIRE(run_and_kill("run " + recipe.string() + " --workdir " + wd.string(), std::chrono::minutes(10)).code == 0);
   check_tree(wd);
   CHECK(Provenance::load(wd / "merged")->output_hash == ref_hash);
-  CHECK(debris(wd).empty());
+  CHECK(debris(wd) == std::vector<std::string>{});
   // And the next run finds every step cached.
   RunResult again = run_emo("run " + recipe.string() + " --workdir " + wd.string() + " --json");
   REQUIRE(again.code == 0);

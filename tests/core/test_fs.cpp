@@ -71,6 +71,18 @@ TEST_CASE("temporaries of dead processes are cleaned, live ones kept", "[fs]") {
   CHECK(fs::exists(tmp / cat("out.tmp-", getpid())));
 }
 
+// What a resumed finetune met in CI: a run killed inside truncate_metrics left
+// metrics.jsonl.tmp-<pid>, and every later rewrite of metrics.jsonl left it there.
+TEST_CASE("rewriting a file removes the temporary a killed writer left beside it", "[fs]") {
+  TempDir tmp;
+  fs::path file = tmp / "metrics.jsonl";
+  write_file_atomic(file, "1\n");
+  { std::ofstream(tmp / "metrics.jsonl.tmp-999999999") << "half"; }  // no such pid
+  write_file_atomic(file, "1\n2\n");
+  CHECK(read_text_file(file) == "1\n2\n");
+  CHECK_FALSE(fs::exists(tmp / "metrics.jsonl.tmp-999999999"));
+}
+
 TEST_CASE("a failing write (full disk) throws naming the file and leaves nothing", "[fs][bad-input]") {
   TempDir tmp;
   fs::path out = tmp / "out";
