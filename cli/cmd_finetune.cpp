@@ -31,7 +31,7 @@ struct Opts {
   int shots = gsm8k_paper_shots();
   int64_t max_length = 0, seq_len = 0, batch_size = 32, micro_batch = 0, max_steps = 0, warmup_steps = -1;
   int64_t save_every = 0, ce_chunk = 256;
-  int keep_last = 0, dist_timeout = 300;
+  int keep_last = 0, dist_timeout = kDefaultDistTimeoutS;
   size_t limit = 0, bucket_mb = 25;
   double epochs = 1.0, lr = 5e-5, warmup_ratio = 0.1, final_lr_ratio = 0.0, weight_decay = 0.0;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, clip = 1.0, lb_weight = NAN, z_weight = 0.0;
@@ -120,9 +120,7 @@ void add_options(CLI::App* cmd, Opts& o) {
   cmd->add_flag("--zero1", o.zero1, "Shard the optimizer state over the processes (ZeRO-1)")->group(d);
   cmd->add_option("--bucket-mb", o.bucket_mb, "Gradient all-reduce bucket size")->group(d);
   cmd->add_flag("--no-overlap", o.no_overlap, "All-reduce after backward instead of during it")->group(d);
-  cmd->add_option("--dist-timeout", o.dist_timeout,
-                  "Seconds a collective waits for the other ranks; then the run stops, naming those that did "
-                  "not answer (a checkpoint write gets at least an hour)")->group(d);
+  add_dist_timeout_flag(cmd, o.dist_timeout, d);
   add_model_flags(cmd, o.experts, o.device);
   cmd->add_flag("--json", o.json, "Print the summary as JSON");
 }

@@ -24,7 +24,7 @@ struct Opts {
   uint64_t init_seed = 0, seed = 0;
   int64_t pool_min = 0, pool_max = 0, seq_len = 0, save_every = 0, ce_chunk = 256;
   size_t limit = 0, bucket_mb = 25;
-  int keep_last = 0, dist_timeout = 300;
+  int keep_last = 0, dist_timeout = kDefaultDistTimeoutS;
   bool no_cache = false, skip_bad = false, checkpoint_activations = false, resume = false, force = false;
   bool zero1 = false, json = false;
   TrainOptions t = PretrainOptions::default_train_options();
@@ -95,9 +95,7 @@ void add_options(CLI::App* cmd, Opts& o) {
       ->group(d);
   cmd->add_flag("--zero1", o.zero1, "Shard the optimizer state over the processes (ZeRO-1)")->group(d);
   cmd->add_option("--bucket-mb", o.bucket_mb, "Gradient all-reduce bucket size")->group(d);
-  cmd->add_option("--dist-timeout", o.dist_timeout,
-                  "Seconds a collective waits for the other ranks; then the run stops, naming those that did "
-                  "not answer (a checkpoint write gets at least an hour)")->group(d);
+  add_dist_timeout_flag(cmd, o.dist_timeout, d);
   cmd->add_option("--device", o.device, "auto, cpu, cuda");
   cmd->add_flag("--json", o.json, "Print the summary as JSON");
 }

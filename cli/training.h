@@ -27,9 +27,21 @@ struct TrainingProcess {
   fs::path out;                  // absolute; removed first with --force, kept with --resume
 };
 
+// How long a collective waits for the other ranks by default: a dead rank is named within
+// minutes, not half an hour.
+inline constexpr int kDefaultDistTimeoutS = 300;
+
+// --dist-timeout, as finetune and pretrain both take it.
+inline void add_dist_timeout_flag(CLI::App* cmd, int& seconds, const std::string& group) {
+  cmd->add_option("--dist-timeout", seconds,
+                  "Seconds a collective waits for the other ranks; then the run stops, naming those that did "
+                  "not answer (a checkpoint write gets at least an hour)")
+      ->group(group);
+}
+
 struct TrainingFlags {
   std::string command, device, precision, dist_backend, out;
-  int dist_timeout_s = 1800;
+  int dist_timeout_s = kDefaultDistTimeoutS;
   bool resume = false, force = false;
 };
 

@@ -293,8 +293,7 @@ torch::Tensor dispatch_experts(const torch::Tensor& x, const Routing& routing, c
                                const torch::Tensor& down, Dispatch mode, DispatchTrace* trace) {
   if (mode == Dispatch::Auto) mode = default_dispatch(x);
   if (mode == Dispatch::MaskLoop) return dispatch_mask_loop(x, routing, gate_up, down);
-  if (mode == Dispatch::Grouped && !compat::kHaveGroupedMM)
-    fail("dispatch", "grouped", "this LibTorch (", compat::torch_version(), ") has no grouped matrix multiply (2.9 and later)");
+  // Grouped on a LibTorch without grouped GEMMs: compat::grouped_mm says so.
   return dispatch_sorted(x, routing, gate_up, down, mode == Dispatch::Grouped, trace);
 }
 

@@ -91,7 +91,7 @@ TEST_CASE("a bf16 finetune on the GPU learns, and --resume there ends on the uni
   require_gpu();
   TempDir dir;
   const std::string common = reversal_finetune(dir.path(), 3, 256, 11) +
-                           " --device cuda --precision bf16 --lr 3e-3 --batch-size 32 --save-every 20 -q";
+                             " --device cuda --precision bf16 --lr 3e-3 --batch-size 32 --save-every 20 -q";
   RunResult whole = run_emo(common + " --max-steps 60 --out " + q(dir / "whole"));
   INFO(whole.err);
   REQUIRE(whole.code == 0);
