@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     peer_loss = sum / double(count);
   }
   std::printf("emo eval ppl vs transformers (%s), %zu documents, %zu windows of <= %lld tokens, batch %lld, %d threads\n",
-              ck.config().type == ModelType::Olmoe ? "OlmoeForCausalLM" : "its class", docs.size(), windows.size(),
+              ck.config().family->hf_class.empty() ? "its class" : ck.config().family->hf_class.c_str(), docs.size(), windows.size(),
               (long long)window, (long long)batch, at::get_num_threads());
   std::printf("  mean loss: emo %.6f, transformers %.6f (|diff| %.2e, goal <= 1e-4)\n", emo_loss, peer_loss,
               std::abs(emo_loss - peer_loss));

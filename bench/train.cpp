@@ -286,7 +286,7 @@ int run_against_transformers(const ModelConfig& c, int64_t batch, int64_t seq, i
 #endif
   std::printf("%s: %lld layers, hidden %lld, %lld experts, top-%lld, expert FFN %lld, vocab %lld; batch %lld x %lld; "
               "%s, %s, %d threads\n",
-              c.type == ModelType::Olmoe ? "OLMoE" : "EMO", (long long)c.num_hidden_layers, (long long)c.hidden_size,
+              c.model_type().c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size,
               (long long)c.num_experts, (long long)c.num_experts_per_tok, (long long)c.intermediate_size,
               (long long)c.vocab_size, (long long)batch, (long long)seq, device_name.c_str(),
               where.bf16 ? "bf16 autocast" : "fp32", at::get_num_threads());

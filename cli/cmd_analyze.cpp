@@ -52,7 +52,7 @@ std::function<std::string(int64_t)> token_text_of(const Tokenizer& tok) {
 Json corpus_header(const CorpusFlags& f, const LoadedModel& m, const AnalyzeCorpus& c, int64_t max_length) {
   Json argv = globals().argv;
   return {{"model", f.model},
-          {"model_type", model_type_name(m.checkpoint->config().type)},
+          {"model_type", m.checkpoint->config().model_type()},
           {"data", f.data},
           {"experts", f.experts.empty() ? Json(nullptr) : Json(f.experts)},
           {"group_by", f.source.group_by},

@@ -47,15 +47,18 @@ FreezePlan plan_freeze(ModelWeights& w, const ModelConfig& config, TrainMode mod
     plan.total += t.numel();
     int64_t begin = 0, end = t.size(0);
     bool trains = false;
+    const bool is_shared_mlp = p.role == Role::SharedExpert || p.role == Role::SharedExpertGate;
     switch (mode) {
       case TrainMode::All: trains = true; break;
       case TrainMode::Routed:
         trains = p.role == Role::Expert;
-        if (trains) end -= specs[size_t(p.layer)].num_shared_experts;  // the shared experts are the last rows
+        if (trains) end -= specs[size_t(p.layer)].num_shared_experts;  // EMO's shared experts are the last rows
         break;
-      case TrainMode::RoutedShared: trains = p.role == Role::Expert; break;
-      case TrainMode::RoutedSharedRouter: trains = p.role == Role::Expert || p.role == Role::Router; break;
-      case TrainMode::NonMoe: trains = p.role != Role::Expert && p.role != Role::Router; break;
+      // Shared experts: EMO's router columns (in the expert stacks), or Qwen2-MoE's shared
+      // MLP with its gate (the gate counts as shared, not as router).
+      case TrainMode::RoutedShared: trains = p.role == Role::Expert || is_shared_mlp; break;
+      case TrainMode::RoutedSharedRouter: trains = p.role == Role::Expert || is_shared_mlp || p.role == Role::Router; break;
+      case TrainMode::NonMoe: trains = !is_moe_role(p.role); break;
     }
     if (trains && end <= begin) trains = false;
     t.set_requires_grad(trains);

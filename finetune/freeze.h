@@ -3,10 +3,11 @@
 //   all                   every parameter
 //   routed                only the routed expert MLPs (the shared experts, router,
 //                         attention, norms, embeddings, head stay frozen)
-//   routed_shared         routed + shared expert MLPs
+//   routed_shared         routed + shared expert MLPs (Qwen2-MoE: its shared expert and the
+//                         shared_expert_gate)
 //   routed_shared_router  routed + shared expert MLPs + the router
-//   non_moe               attention, norms, embeddings and head (and EMO's dense MLP
-//                         layers): everything but the MoE blocks
+//   non_moe               attention, norms, embeddings and head (and dense MLP layers):
+//                         everything but the MoE blocks
 //
 // A layer's experts are one stacked tensor (gate_up [E, 2I, H], down [E, H, I]) whose last
 // num_shared_experts rows are the shared experts; "routed" trains rows [0, E - S) only.

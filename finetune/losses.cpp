@@ -86,12 +86,15 @@ torch::Tensor fused_linear_cross_entropy_sum(const torch::Tensor& hidden, const 
   return LinearCrossEntropy::apply(hidden, head, targets, chunk);
 }
 
-LbForm lb_form_for(const ModelConfig& config) { return config.type == ModelType::Olmoe ? LbForm::Mixtral : LbForm::Emo; }
+LbForm lb_form_for(const ModelConfig& config) {
+  return config.family->load_balancing == LoadBalancing::EmoPerLayer ? LbForm::Emo : LbForm::Mixtral;
+}
 
 std::vector<LbLayer> lb_layers(const ModelConfig& config) {
   std::vector<LbLayer> out;
   const auto specs = config.layers();
-  const bool emo = config.type == ModelType::Emo;
+  // EMO's loss drops its shared and always-active columns; the others see every column.
+  const bool emo = config.family->load_balancing == LoadBalancing::EmoPerLayer;
   for (size_t l = 0; l < specs.size(); ++l) {
     const LayerSpec& s = specs[l];
     if (s.dense()) continue;

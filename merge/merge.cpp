@@ -39,13 +39,22 @@ std::vector<ModuleSource> resolve_modules(const Checkpoint& base, const std::str
       fail(dir, "emo_module.parent_hash", "module was cut from ", info->parent_hash, " (root ", info->root_hash,
            "), not from this base (", base_hash, "); --force merges it anyway");
     }
-    if (m.config().type != bc.type) fail(dir, "model_type", model_type_name(m.config().type), " module, ", model_type_name(bc.type), " base");
+    if (m.config().family != bc.family) fail(dir, "model_type", m.config().model_type(), " module, ", bc.model_type(), " base");
     // Every non-expert dimension must agree, and each mapping must name real base experts.
-    for (const char* key : {"hidden_size", "intermediate_size", "vocab_size", "num_hidden_layers", "num_attention_heads",
-                            "num_key_value_heads"}) {
-      if (m.config().to_json()[key] != bc.to_json()[key])
-        fail(dir, std::string("config.json: ") + key, "module has ", m.config().to_json()[key].dump(), ", base ", bc.to_json()[key].dump());
-    }
+    const ModelConfig& mc = m.config();
+    const Family& f = *bc.family;
+    const std::pair<std::string, std::pair<int64_t, int64_t>> dims[] = {
+        {"hidden_size", {mc.hidden_size, bc.hidden_size}},
+        {f.keys.expert_width, {mc.intermediate_size, bc.intermediate_size}},
+        {"vocab_size", {mc.vocab_size, bc.vocab_size}},
+        {"num_hidden_layers", {mc.num_hidden_layers, bc.num_hidden_layers}},
+        {"num_attention_heads", {mc.num_attention_heads, bc.num_attention_heads}},
+        {"num_key_value_heads", {mc.num_key_value_heads, bc.num_key_value_heads}},
+        {f.keys.shared_width, {mc.shared_expert_intermediate_size.value_or(0), bc.shared_expert_intermediate_size.value_or(0)}},
+        {f.keys.dense_width, {mc.dense_intermediate_size.value_or(0), bc.dense_intermediate_size.value_or(0)}}};
+    for (const auto& [key, values] : dims)
+      if (values.first != values.second)
+        fail(dir, "config.json: " + key, "module has ", values.first, ", base ", values.second);
     auto mspecs = m.config().layers();
     for (const auto& [l, ids] : src.to_base) {
       if (l < 0 || size_t(l) >= base_specs.size() || base_specs[size_t(l)].dense())
@@ -100,29 +109,30 @@ std::map<std::string, TensorPlan> plan_merge(const Checkpoint& base, const std::
         if (shared != base_shared) fail(mdir, cat("emo_module.experts.", l), "module expert ", i, " and base expert ", ids[size_t(i)], " are not both shared or both routed");
         if (shared ? !o.carry.shared : !o.carry.routed) continue;
         for (Proj p : {Proj::Gate, Proj::Up, Proj::Down}) {
-          std::string bname = expert_tensor_name(bc.type, l, int(ids[size_t(i)]), p);
-          std::string mname = expert_tensor_name(mc.type, l, int(i), p);
+          std::string bname = expert_tensor_name(*bc.family, l, int(ids[size_t(i)]), p);
+          std::string mname = expert_tensor_name(*mc.family, l, int(i), p);
           check_same_shape(base.view(bname), m.checkpoint->view(mname), mdir);
           plan[bname].whole.push_back({&m, mname});
         }
         if (o.carry.router_rows) {
-          std::string r = router_name(bc.type, l);
-          check_same_shape(base.view(r).slice0(ids[size_t(i)]), m.checkpoint->view(router_name(mc.type, l)).slice0(i), mdir);
-          plan[r].rows[ids[size_t(i)]].push_back({&m, router_name(mc.type, l), i});
+          std::string r = router_name(*bc.family, l);
+          check_same_shape(base.view(r).slice0(ids[size_t(i)]), m.checkpoint->view(router_name(*mc.family, l)).slice0(i), mdir);
+          plan[r].rows[ids[size_t(i)]].push_back({&m, router_name(*mc.family, l), i});
         }
       }
     }
-    if (o.carry.non_moe) {
-      for (const auto& t : base.tensors()) {
-        if (t.role == Role::Expert || t.role == Role::Router) continue;
-        check_same_shape(base.view(t), m.checkpoint->view(t.name), mdir);
-        plan[t.name].whole.push_back({&m, t.name});
-      }
+    // Whole tensors: the non-MoE ones, and (as "shared") Qwen2-MoE's shared expert MLP and
+    // its gate, which a module keeps whole.
+    for (const auto& t : base.tensors()) {
+      const bool shared_mlp = t.role == Role::SharedExpert || t.role == Role::SharedExpertGate;
+      if (shared_mlp ? !o.carry.shared : (is_moe_role(t.role) || !o.carry.non_moe)) continue;
+      check_same_shape(base.view(t), m.checkpoint->view(t.name), mdir);
+      plan[t.name].whole.push_back({&m, t.name});
     }
   }
   // Overlaps: one piece from several modules needs a rule.
   for (const auto& [name, p] : plan) {
-    bool non_moe = base.tensor(name).role != Role::Expert && base.tensor(name).role != Role::Router;
+    bool non_moe = !is_moe_role(base.tensor(name).role);
     const std::string& rule = non_moe ? o.non_moe_rule : o.overlap;
     auto check = [&](const std::vector<Contribution>& c, const std::string& what) {
       if (c.size() > 1 && rule == "error")

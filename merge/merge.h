@@ -21,7 +21,8 @@ namespace emo {
 struct MergeCarry {
   bool routed = true;      // the module's routed experts (default)
   bool router_rows = false;  // the router rows of the carried experts
-  bool shared = false;     // the shared experts (and, with router_rows, their rows)
+  bool shared = false;     // the shared experts: EMO's shared columns (with router_rows, their rows too),
+                           // Qwen2-MoE's shared expert MLP and its gate
   bool non_moe = false;    // attention, norms, embeddings, lm_head
   Json to_json() const;
 };

@@ -33,8 +33,9 @@ ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& select
   if (smallest != largest && smallest < pc.num_experts_per_tok)
     fail("selection", "", "layers keep between ", smallest, " and ", largest, " experts; with different budgets every layer "
          "must keep at least top_k = ", pc.num_experts_per_tok, " (the module has one num_experts_per_tok)");
-  if (smallest != largest && pc.type == ModelType::Olmoe)
-    fail("selection", "", "OLMoE configs have one num_experts for all layers; keep the same number in every layer");
+  if (smallest != largest && !pc.family->per_layer_expert_counts)
+    fail("selection", "", pc.model_type(), " configs have one ", pc.family->keys.experts,
+         " for all layers; keep the same number in every layer (--keep or --fraction)");
 
   // The module's config: the parent's with the expert counts, top-k and metadata changed.
   Json j = pc.to_json();
@@ -45,10 +46,8 @@ ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& select
     std::vector<int64_t> counts;
     for (size_t l = 0; l < specs.size(); ++l) counts.push_back(specs[l].dense() ? 0 : kept_count[l]);
     j["num_experts_per_layer"] = counts;
-    j["num_experts"] = largest;
-  } else {
-    j["num_experts"] = largest;
   }
+  j[pc.experts_key()] = largest;
   // Always-active ids in the module's numbering.
   if (pc.always_active_experts || pc.always_active_experts_per_layer) {
     Json per = Json::array();
@@ -81,7 +80,7 @@ ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& select
 
   for (const auto& t : canonical_tensors(plan.config)) {
     std::string src = t.name;
-    if (t.role == Role::Expert) src = expert_tensor_name(pc.type, t.layer, int(order[t.layer][size_t(t.expert)]), t.proj);
+    if (t.role == Role::Expert) src = expert_tensor_name(*pc.family, t.layer, int(order[t.layer][size_t(t.expert)]), t.proj);
     if (t.role == Role::Router) plan.router_rows[t.name] = order[t.layer];
     const CanonicalTensor& parent_t = parent.tensor(src);
     plan.source[t.name] = src;

@@ -52,8 +52,9 @@ void Budget::validate(const ModelConfig& c) const {
   if (smallest != largest && smallest < c.num_experts_per_tok)
     fail("--keep-per-layer", "", "per-layer budgets must each keep at least top_k = ", c.num_experts_per_tok,
          " experts (the smallest keeps ", smallest, "), since the module has one num_experts_per_tok");
-  if (smallest != largest && c.type == ModelType::Olmoe)
-    fail("--keep-per-layer", "", "OLMoE configs have one num_experts for all layers; use one budget");
+  if (smallest != largest && !c.family->per_layer_expert_counts)
+    fail("--keep-per-layer", "", c.model_type(), " configs have one ", c.family->keys.experts,
+         " for all layers; keep the same number in every layer (--keep or --fraction)");
 }
 
 int64_t Budget::module_top_k(const ModelConfig& c) const {

@@ -16,6 +16,8 @@ const char* role_name(Role r) {
     case Role::Router: return "router";
     case Role::Expert: return "expert";
     case Role::DenseMlp: return "dense_mlp";
+    case Role::SharedExpert: return "shared_expert";
+    case Role::SharedExpertGate: return "shared_expert_gate";
   }
   return "?";
 }
@@ -30,45 +32,13 @@ const char* proj_name(Proj p) {
   return "";
 }
 
+bool is_moe_role(Role r) {
+  return r == Role::Expert || r == Role::Router || r == Role::SharedExpert || r == Role::SharedExpertGate;
+}
+
 const char* layout_name(ExpertLayout l) { return l == ExpertLayout::PerExpert ? "per-expert" : "fused"; }
 
 namespace {
-
-// allenai/EMO modeling_emo.py: EmoDecoderLayer has pre_attention_layernorm and
-// pre_feedforward_layernorm, no q/k norms.
-const ArchNames kEmo = {
-    "model.embed_tokens.weight",
-    "lm_head.weight",
-    "model.norm.weight",
-    "model.layers.{L}.pre_attention_layernorm.weight",
-    "model.layers.{L}.pre_feedforward_layernorm.weight",
-    "model.layers.{L}.self_attn.{P}_proj.{W}",
-    "",
-    "",
-    "model.layers.{L}.mlp.gate.weight",
-    "model.layers.{L}.mlp.experts.{E}.{P}_proj.weight",
-    "model.layers.{L}.mlp.experts.gate_up_proj",
-    "model.layers.{L}.mlp.experts.down_proj",
-    "model.layers.{L}.mlp.{P}_proj.{W}",
-};
-
-// transformers modeling_olmoe.py: input_layernorm / post_attention_layernorm, and
-// self_attn.q_norm / k_norm over the full projected width.
-const ArchNames kOlmoe = {
-    "model.embed_tokens.weight",
-    "lm_head.weight",
-    "model.norm.weight",
-    "model.layers.{L}.input_layernorm.weight",
-    "model.layers.{L}.post_attention_layernorm.weight",
-    "model.layers.{L}.self_attn.{P}_proj.{W}",
-    "model.layers.{L}.self_attn.q_norm.weight",
-    "model.layers.{L}.self_attn.k_norm.weight",
-    "model.layers.{L}.mlp.gate.weight",
-    "model.layers.{L}.mlp.experts.{E}.{P}_proj.weight",
-    "model.layers.{L}.mlp.experts.gate_up_proj",
-    "model.layers.{L}.mlp.experts.down_proj",
-    "",
-};
 
 std::string expand(std::string tmpl, int layer, int expert, const std::string& proj, const std::string& what) {
   auto replace = [&](const std::string& key, const std::string& value) {
@@ -83,14 +53,20 @@ std::string expand(std::string tmpl, int layer, int expert, const std::string& p
 
 }  // namespace
 
-const ArchNames& arch_names(ModelType t) { return t == ModelType::Emo ? kEmo : kOlmoe; }
+std::string expand_layer(const std::string& tmpl, int layer) { return expand(tmpl, layer, 0, "", ""); }
 
-std::string fused_gate_up_name(ModelType t, int layer) { return expand(arch_names(t).fused_gate_up, layer, 0, "", ""); }
-std::string fused_down_name(ModelType t, int layer) { return expand(arch_names(t).fused_down, layer, 0, "", ""); }
-std::string expert_tensor_name(ModelType t, int layer, int expert, Proj p) {
-  return expand(arch_names(t).expert, layer, expert, proj_name(p), "");
+std::string fused_gate_up_name(const Family& f, int layer) { return expand(f.names.fused_gate_up, layer, 0, "", ""); }
+std::string fused_down_name(const Family& f, int layer) { return expand(f.names.fused_down, layer, 0, "", ""); }
+std::string expert_tensor_name(const Family& f, int layer, int expert, Proj p) {
+  return expand(f.names.expert, layer, expert, f.names.expert_proj[int(p)], "");
 }
-std::string router_name(ModelType t, int layer) { return expand(arch_names(t).router, layer, 0, "", ""); }
+std::string router_name(const Family& f, int layer) { return expand(f.names.router, layer, 0, "", ""); }
+
+std::string stored_name(const Family& f, const CanonicalTensor& t, ExpertLayout layout) {
+  if (t.role == Role::Router && layout == ExpertLayout::Fused && !f.names.fused_router.empty())
+    return expand(f.names.fused_router, t.layer, 0, "", "");
+  return t.name;
+}
 
 bool is_ignorable_tensor(const std::string& name) {
   const std::string suffix = "rotary_emb.inv_freq";
@@ -98,7 +74,8 @@ bool is_ignorable_tensor(const std::string& name) {
 }
 
 std::vector<CanonicalTensor> canonical_tensors(const ModelConfig& c) {
-  const ArchNames& n = arch_names(c.type);
+  const Family& f = *c.family;
+  const ArchNames& n = f.names;
   const int64_t H = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
   const int64_t hd = c.resolved_head_dim();
   const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
@@ -106,6 +83,14 @@ std::vector<CanonicalTensor> canonical_tensors(const ModelConfig& c) {
   auto add = [&](std::string name, Role role, Shape shape, int layer = -1, int expert = -1, Proj p = Proj::None,
                  bool bias = false) {
     out.push_back({std::move(name), role, std::move(shape), layer, expert, p, bias});
+  };
+  // A SwiGLU MLP of width D under `tmpl` (dense layers, Qwen2-MoE's shared expert).
+  auto add_mlp = [&](const std::string& tmpl, Role role, int l, int64_t D, bool biases) {
+    const std::pair<Proj, Shape> mlp[] = {{Proj::Gate, {D, H}}, {Proj::Up, {D, H}}, {Proj::Down, {H, D}}};
+    for (const auto& [p, shape] : mlp) {
+      add(expand(tmpl, l, 0, n.dense_proj[int(p)], "weight"), role, shape, l, -1, p);
+      if (biases) add(expand(tmpl, l, 0, n.dense_proj[int(p)], "bias"), role, {shape[0]}, l, -1, p, true);
+    }
   };
   add(n.embed, Role::Embedding, {V, H});
   auto specs = c.layers();
@@ -116,28 +101,32 @@ std::vector<CanonicalTensor> canonical_tensors(const ModelConfig& c) {
         {"q", {q_out, H}}, {"k", {kv_out, H}}, {"v", {kv_out, H}}, {"o", {H, q_out}}};
     for (const auto& [p, shape] : projections) {
       add(expand(n.attn_proj, l, 0, p, "weight"), Role::Attention, shape, l);
-      if (c.attention_bias) add(expand(n.attn_proj, l, 0, p, "bias"), Role::Attention, {shape[0]}, l, -1, Proj::None, true);
+      const bool biased = c.attention_bias && (f.bias_scope == BiasScope::QKVO || std::string(p) != "o");
+      if (biased) add(expand(n.attn_proj, l, 0, p, "bias"), Role::Attention, {shape[0]}, l, -1, Proj::None, true);
     }
     // OlmoeAttention: q_norm over hidden_size, k_norm over (hidden/heads) * kv_heads.
-    if (!n.q_norm.empty()) {
+    // Qwen3MoeAttention: both over head_dim, applied per head.
+    if (f.qk_norm == QKNorm::OverWidth) {
       add(expand(n.q_norm, l, 0, "", ""), Role::QKNorm, {H}, l);
       add(expand(n.k_norm, l, 0, "", ""), Role::QKNorm, {(H / c.num_attention_heads) * c.num_key_value_heads}, l);
+    } else if (f.qk_norm == QKNorm::PerHead) {
+      add(expand(n.q_norm, l, 0, "", ""), Role::QKNorm, {hd}, l);
+      add(expand(n.k_norm, l, 0, "", ""), Role::QKNorm, {hd}, l);
     }
     add(expand(n.mlp_norm, l, 0, "", ""), Role::MlpNorm, {H}, l);
     if (s.dense()) {
-      const int64_t D = *c.dense_intermediate_size;
-      const std::pair<Proj, Shape> dense[] = {{Proj::Gate, {D, H}}, {Proj::Up, {D, H}}, {Proj::Down, {H, D}}};
-      for (const auto& [p, shape] : dense) {
-        add(expand(n.dense, l, 0, proj_name(p), "weight"), Role::DenseMlp, shape, l, -1, p);
-        if (c.dense_mlp_bias) add(expand(n.dense, l, 0, proj_name(p), "bias"), Role::DenseMlp, {shape[0]}, l, -1, p, true);
-      }
+      add_mlp(n.dense, Role::DenseMlp, l, *c.dense_intermediate_size, c.dense_mlp_bias);
       continue;
     }
-    add(expand(n.router, l, 0, "", ""), Role::Router, {s.num_experts, H}, l);
+    add(router_name(f, l), Role::Router, {s.num_experts, H}, l);
     for (int e = 0; e < int(s.num_experts); ++e) {
-      add(expert_tensor_name(c.type, l, e, Proj::Gate), Role::Expert, {I, H}, l, e, Proj::Gate);
-      add(expert_tensor_name(c.type, l, e, Proj::Up), Role::Expert, {I, H}, l, e, Proj::Up);
-      add(expert_tensor_name(c.type, l, e, Proj::Down), Role::Expert, {H, I}, l, e, Proj::Down);
+      add(expert_tensor_name(f, l, e, Proj::Gate), Role::Expert, {I, H}, l, e, Proj::Gate);
+      add(expert_tensor_name(f, l, e, Proj::Up), Role::Expert, {I, H}, l, e, Proj::Up);
+      add(expert_tensor_name(f, l, e, Proj::Down), Role::Expert, {H, I}, l, e, Proj::Down);
+    }
+    if (s.gated_shared_mlp) {
+      add_mlp(n.shared_expert, Role::SharedExpert, l, *c.shared_expert_intermediate_size, false);
+      add(expand(n.shared_expert_gate, l, 0, "", ""), Role::SharedExpertGate, {1, H}, l);
     }
   }
   add(n.final_norm, Role::FinalNorm, {H});

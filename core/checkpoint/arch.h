@@ -1,7 +1,7 @@
-// Architectures as data: for each model type, the weight-name template of every tensor
-// and what role it plays. Everything above this file (checkpoint reading, hashing,
-// surgery, merge, freeze modes) works on the canonical list it produces; EMO and OLMoE
-// are two tables, not two code paths.
+// The canonical tensor list of a model: for each family (family.h) and config, every
+// tensor's name, shape and the role it plays. Everything above this file (checkpoint
+// reading, hashing, surgery, merge, freeze modes) works on this list; the families differ
+// only in their rows.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/checkpoint/config.h"
+#include "core/checkpoint/family.h"
 #include "core/io/dtype.h"
 #include "core/io/safetensors.h"
 
@@ -21,11 +22,16 @@ enum class Role {
   AttnNorm,    // norm before attention
   MlpNorm,     // norm before the feed-forward block
   Attention,   // q/k/v/o projections and their biases
-  QKNorm,      // OLMoE's q_norm / k_norm
+  QKNorm,      // q_norm / k_norm (OLMoE over the width, Qwen3 per head)
   Router,      // mlp.gate.weight: one row per expert
-  Expert,      // mlp.experts.{E}.{gate,up,down}_proj.weight (routed or shared)
+  Expert,      // mlp.experts.{E}.{gate,up,down}_proj.weight (routed, or EMO's shared columns)
   DenseMlp,    // a dense layer's mlp.{gate,up,down}_proj
+  SharedExpert,      // Qwen2-MoE's mlp.shared_expert.{gate,up,down}_proj.weight
+  SharedExpertGate,  // Qwen2-MoE's mlp.shared_expert_gate.weight [1, H]
 };
+// The feed-forward tensors a module chooses among or always keeps (what --train non_moe
+// leaves alone and what merge carries as experts, router rows or shared experts).
+bool is_moe_role(Role r);
 const char* role_name(Role r);
 
 enum class Proj : uint8_t { Gate, Up, Down, None };
@@ -48,28 +54,22 @@ struct CanonicalTensor {
 enum class ExpertLayout { PerExpert, Fused };
 const char* layout_name(ExpertLayout l);
 
-struct ArchNames {
-  std::string embed, lm_head, final_norm;
-  std::string attn_norm, mlp_norm;          // templates with {L}
-  std::string attn_proj;                    // {L}, {P} in q,k,v,o; {W} weight|bias
-  std::string q_norm, k_norm;               // empty when the model has none
-  std::string router;                       // {L}
-  std::string expert;                       // {L}, {E}, {P} in gate,up,down
-  std::string fused_gate_up, fused_down;    // {L}
-  std::string dense;                        // {L}, {P}, {W}
-};
-const ArchNames& arch_names(ModelType t);
-
 // The canonical tensors a config implies, in natural order (embedding, then each layer:
 // attention norm, attention, feed-forward norm, router, experts in router order, then
 // the final norm and lm_head).
 std::vector<CanonicalTensor> canonical_tensors(const ModelConfig& config);
 
 // Names of the fused tensors for a layer.
-std::string fused_gate_up_name(ModelType t, int layer);
-std::string fused_down_name(ModelType t, int layer);
-std::string expert_tensor_name(ModelType t, int layer, int expert, Proj p);
-std::string router_name(ModelType t, int layer);
+std::string fused_gate_up_name(const Family& f, int layer);
+std::string fused_down_name(const Family& f, int layer);
+std::string expert_tensor_name(const Family& f, int layer, int expert, Proj p);
+std::string router_name(const Family& f, int layer);  // canonical (per-expert layout) name
+// The name a checkpoint of `layout` stores canonical tensor `t` under (experts excepted:
+// fused layouts store them as stacks). Mixtral's fused layout renames its router.
+std::string stored_name(const Family& f, const CanonicalTensor& t, ExpertLayout layout);
+
+// A layer template ({L}) for one layer.
+std::string expand_layer(const std::string& tmpl, int layer);
 
 // Tensors some exporters save that carry no weights (rotary caches); ignored on read.
 bool is_ignorable_tensor(const std::string& name);

@@ -1,5 +1,6 @@
 #include "core/checkpoint/checkpoint.h"
 
+#include <algorithm>
 #include <memory>
 #include <set>
 #include <utility>
@@ -16,7 +17,7 @@ bool any_moe_layer_has(const TensorStore& store, const ModelConfig& c, bool fuse
   auto specs = c.layers();
   for (int l = 0; l < int(specs.size()); ++l) {
     if (specs[size_t(l)].dense()) continue;
-    std::string name = fused ? fused_gate_up_name(c.type, l) : expert_tensor_name(c.type, l, 0, Proj::Gate);
+    std::string name = fused ? fused_gate_up_name(*c.family, l) : expert_tensor_name(*c.family, l, 0, Proj::Gate);
     if (store.contains(name)) return true;
   }
   return false;
@@ -39,13 +40,33 @@ std::set<std::string> stored_names(const std::vector<CanonicalTensor>& tensors, 
   std::set<std::string> names;
   for (const auto& t : tensors) {
     if (t.role == Role::Expert && layout == ExpertLayout::Fused) {
-      names.insert(fused_gate_up_name(c.type, t.layer));
-      names.insert(fused_down_name(c.type, t.layer));
+      names.insert(fused_gate_up_name(*c.family, t.layer));
+      names.insert(fused_down_name(*c.family, t.layer));
     } else {
-      names.insert(t.name);
+      names.insert(stored_name(*c.family, t, layout));
     }
   }
   return names;
+}
+
+// When the weights are named as another family names them, say which: a config.json with
+// the wrong model_type otherwise fails on its first missing name without saying why.
+std::string family_hint(const TensorStore& store, const ModelConfig& c) {
+  auto first_names = [](const Family& f) {
+    CanonicalTensor router{"", Role::Router, {}, 0};
+    return std::vector<std::string>{expand_layer(f.names.attn_norm, 0), expand_layer(f.names.mlp_norm, 0),
+                                    expert_tensor_name(f, 0, 0, Proj::Gate), router_name(f, 0),
+                                    stored_name(f, router, ExpertLayout::Fused)};
+  };
+  const std::vector<std::string> own = first_names(*c.family);
+  for (const Family& f : families()) {
+    if (&f == c.family) continue;
+    for (const std::string& name : first_names(f))
+      if (std::find(own.begin(), own.end(), name) == own.end() && store.contains(name))
+        return cat(" (the weights are named as a ", f.model_type, " checkpoint's, e.g. ", name,
+                   ": does config.json give the right model_type?)");
+  }
+  return "";
 }
 
 }  // namespace
@@ -68,14 +89,16 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   auto specs = c.layers();
   for (const auto& t : ck.tensors_) {
     if (t.role == Role::Expert && ck.layout_ == ExpertLayout::Fused) continue;  // checked per layer below
-    if (!ck.store_.contains(t.name)) fail(dir.string(), t.name, "missing from the weights (config implies ", shape_str(t.shape), ")");
-    check_shape(ck.store_.view(t.name), t.shape, role_name(t.role));
+    const std::string name = stored_name(*c.family, t, ck.layout_);
+    if (!ck.store_.contains(name))
+      fail(dir.string(), name, "missing from the weights (config implies ", shape_str(t.shape), ")", family_hint(ck.store_, c));
+    check_shape(ck.store_.view(name), t.shape, role_name(t.role));
   }
   if (ck.layout_ == ExpertLayout::Fused) {
     for (int l = 0; l < int(specs.size()); ++l) {
       const LayerSpec& s = specs[size_t(l)];
       if (s.dense()) continue;
-      std::string gu = fused_gate_up_name(c.type, l), dn = fused_down_name(c.type, l);
+      std::string gu = fused_gate_up_name(*c.family, l), dn = fused_down_name(*c.family, l);
       if (!ck.store_.contains(gu)) fail(dir.string(), gu, "missing from the weights (fused layout)");
       if (!ck.store_.contains(dn)) fail(dir.string(), dn, "missing from the weights (fused layout)");
       check_shape(ck.store_.view(gu), {s.num_experts, 2 * c.intermediate_size, c.hidden_size}, "fused gate_up_proj");
@@ -86,9 +109,9 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   std::set<std::string> expected = stored_names(ck.tensors_, c, ck.layout_);
   for (const auto& name : ck.store_.names()) {
     if (expected.count(name) || is_ignorable_tensor(name)) continue;
-    if (c.tie_word_embeddings && name == arch_names(c.type).lm_head) continue;  // tied copy, unused
-    fail(ck.store_.file_of(name), name, "unexpected tensor for model_type ", model_type_name(c.type),
-         " with this config");
+    if (c.tie_word_embeddings && name == c.family->names.lm_head) continue;  // tied copy, unused
+    fail(ck.store_.file_of(name), name, "unexpected tensor for model_type ", c.model_type(), " with this config",
+         family_hint(ck.store_, c));
   }
   return ck;
 }
@@ -100,15 +123,21 @@ const CanonicalTensor& Checkpoint::tensor(const std::string& name) const {
 }
 
 TensorView Checkpoint::view(const CanonicalTensor& t) const {
-  if (t.role != Role::Expert || layout_ == ExpertLayout::PerExpert) return store_.view(t.name);
+  if (t.role != Role::Expert || layout_ == ExpertLayout::PerExpert) {
+    const std::string name = stored_name(*config_.family, t, layout_);
+    if (name == t.name) return store_.view(t.name);
+    TensorView v = store_.view(name);
+    v.name = t.name;
+    return v;
+  }
   const int64_t I = config_.intermediate_size;
   if (t.proj == Proj::Down) {
-    TensorView v = store_.view(fused_down_name(config_.type, t.layer)).slice0(t.expert);
+    TensorView v = store_.view(fused_down_name(*config_.family, t.layer)).slice0(t.expert);
     v.name = t.name;
     return v;
   }
   // gate_up_proj[e] is [2I, H]: rows [0, I) are gate, [I, 2I) are up.
-  TensorView e = store_.view(fused_gate_up_name(config_.type, t.layer)).slice0(t.expert);
+  TensorView e = store_.view(fused_gate_up_name(*config_.family, t.layer)).slice0(t.expert);
   TensorView v = t.proj == Proj::Gate ? e.rows(0, I) : e.rows(I, 2 * I);
   v.name = t.name;
   return v;
@@ -166,7 +195,7 @@ std::vector<PlannedTensor> plan_output(const ModelConfig& c, const std::vector<O
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
     if (t.tensor.role != Role::Expert || layout == ExpertLayout::PerExpert) {
-      plan.push_back({{t.tensor.name, t.dtype, t.tensor.shape}, {i}});
+      plan.push_back({{stored_name(*c.family, t.tensor, layout), t.dtype, t.tensor.shape}, {i}});
       continue;
     }
     int l = t.tensor.layer;
@@ -175,8 +204,8 @@ std::vector<PlannedTensor> plan_output(const ModelConfig& c, const std::vector<O
     for (size_t j : experts_of_layer[l]) by_expert[tensors[j].tensor.expert][tensors[j].tensor.proj] = j;
     int64_t E = int64_t(by_expert.size());
     DType dtype = t.dtype;
-    PlannedTensor gate_up{{fused_gate_up_name(c.type, l), dtype, {E, 2 * c.intermediate_size, c.hidden_size}}, {}};
-    PlannedTensor down{{fused_down_name(c.type, l), dtype, {E, c.hidden_size, c.intermediate_size}}, {}};
+    PlannedTensor gate_up{{fused_gate_up_name(*c.family, l), dtype, {E, 2 * c.intermediate_size, c.hidden_size}}, {}};
+    PlannedTensor down{{fused_down_name(*c.family, l), dtype, {E, c.hidden_size, c.intermediate_size}}, {}};
     int expected_expert = 0;
     for (auto& [e, projs] : by_expert) {
       if (e != expected_expert++) fail("", gate_up.spec.name, "experts of layer ", l, " are not numbered 0..E-1");

@@ -1,7 +1,8 @@
-// The model config (config.json) as the reference implementations read it:
-// allenai/EMO's EmoConfig (model_type "emo") and transformers' OlmoeConfig ("olmoe").
-// Every key those classes read is typed here with the reference default; every other
-// key (architectures, auto_map, torch_dtype, ...) is kept and written back unchanged.
+// The model config (config.json) as the reference implementations read it: allenai/EMO's
+// EmoConfig and transformers' OlmoeConfig, Qwen3MoeConfig, Qwen2MoeConfig, MixtralConfig.
+// Which key holds which value, and the defaults, come from the family's row (family.h);
+// every key is typed here once. Every other key (architectures, auto_map, torch_dtype, ...)
+// is kept and written back unchanged.
 #pragma once
 
 #include <cstdint>
@@ -9,31 +10,30 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint/family.h"
 #include "core/io/json.h"
 
 namespace emo {
-
-enum class ModelType { Emo, Olmoe };
-const char* model_type_name(ModelType t);
 
 // What one decoder layer's feed-forward part is, resolved from the per-layer lists.
 struct LayerSpec {
   int64_t num_experts = 0;         // router width; 0 = dense MLP layer
   int64_t num_shared_experts = 0;  // the last columns of the router (EMO's legacy shared path)
   std::vector<int64_t> always_active;  // EMO's always_active_experts for this layer
+  bool gated_shared_mlp = false;   // Qwen2-MoE: a shared expert MLP outside the router, behind a gate
   bool dense() const { return num_experts == 0; }
   int64_t num_routed() const { return num_experts - num_shared_experts; }
 };
 
 struct ModelConfig {
-  ModelType type = ModelType::Emo;
+  const Family* family = &families().front();
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;  // expert FFN width
+  int64_t intermediate_size = 0;  // an expert's FFN width (family.keys.expert_width)
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
   int64_t num_key_value_heads = 0;
-  std::optional<int64_t> head_dim;  // EMO reads it when present; OLMoE always uses hidden/heads
+  std::optional<int64_t> head_dim;  // read when the family reads it (OLMoE always uses hidden/heads)
   std::string hidden_act = "silu";
   int64_t max_position_embeddings = 4096;
   double rms_norm_eps = 1e-6;
@@ -58,10 +58,25 @@ struct ModelConfig {
   std::optional<std::vector<int64_t>> num_shared_experts_per_layer;
   std::optional<std::vector<int64_t>> always_active_experts;
   std::optional<std::vector<std::vector<int64_t>>> always_active_experts_per_layer;
-  std::optional<int64_t> dense_intermediate_size;
   bool dense_mlp_bias = false;
+  // A dense layer's FFN width (EMO dense_intermediate_size, Qwen intermediate_size).
+  std::optional<int64_t> dense_intermediate_size;
   // OLMoE only
   std::optional<double> clip_qkv;
+  // Qwen only: which layers are dense, and Qwen2-MoE's gated shared expert.
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+  std::optional<int64_t> shared_expert_intermediate_size;
+  // Sliding-window attention on every layer (Mixtral, Qwen3-MoE with use_sliding_window).
+  std::optional<int64_t> sliding_window;
+  bool use_sliding_window = false;
+
+  const std::string& model_type() const { return family->model_type; }
+  // The key this config states its expert count under (the family's, or the alias
+  // transformers wrote: Qwen3-MoE's num_local_experts).
+  const std::string& experts_key() const;
+  // The window attention uses, or none.
+  std::optional<int64_t> attention_window() const;
 
   // Parses and validates; `file` names the source in errors. Unknown keys are kept.
   static ModelConfig from_json(const Json& j, const std::string& file);

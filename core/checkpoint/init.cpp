@@ -1,5 +1,6 @@
 #include "core/checkpoint/init.h"
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -10,158 +11,6 @@
 namespace emo {
 
 namespace {
-
-// EMO 1B-active / 14B-total (allenai/EMO, EmoConfig): 16 layers, hidden 2048, 128 experts
-// of which the last is shared, expert FFN 1024, top-8 (7 routed + the shared one).
-const char* kEmo1b14b = R"({
-  "architectures": ["EmoForCausalLM"],
-  "model_type": "emo",
-  "vocab_size": 100352,
-  "hidden_size": 2048,
-  "intermediate_size": 1024,
-  "num_hidden_layers": 16,
-  "num_attention_heads": 16,
-  "num_key_value_heads": 16,
-  "hidden_act": "silu",
-  "max_position_embeddings": 4096,
-  "initializer_range": 0.02,
-  "rms_norm_eps": 1e-06,
-  "use_cache": true,
-  "pad_token_id": 100277,
-  "bos_token_id": null,
-  "eos_token_id": 100257,
-  "tie_word_embeddings": false,
-  "rope_theta": 500000.0,
-  "rope_scaling": null,
-  "attention_bias": false,
-  "attention_dropout": 0.0,
-  "num_experts_per_tok": 8,
-  "num_experts": 128,
-  "num_shared_experts": 1,
-  "output_router_logits": false,
-  "router_aux_loss_coef": 0.01,
-  "norm_topk_prob": false,
-  "torch_dtype": "bfloat16"
-})";
-
-// transformers OlmoeConfig as allenai/OLMoE-1B-7B-0924 ships it.
-const char* kOlmoe1b7b = R"({
-  "architectures": ["OlmoeForCausalLM"],
-  "model_type": "olmoe",
-  "vocab_size": 50304,
-  "hidden_size": 2048,
-  "intermediate_size": 1024,
-  "num_hidden_layers": 16,
-  "num_attention_heads": 16,
-  "num_key_value_heads": 16,
-  "hidden_act": "silu",
-  "max_position_embeddings": 4096,
-  "initializer_range": 0.02,
-  "rms_norm_eps": 1e-05,
-  "use_cache": true,
-  "pad_token_id": 1,
-  "bos_token_id": null,
-  "eos_token_id": 50279,
-  "tie_word_embeddings": false,
-  "rope_theta": 10000.0,
-  "rope_scaling": null,
-  "attention_bias": false,
-  "attention_dropout": 0.0,
-  "clip_qkv": null,
-  "num_experts_per_tok": 8,
-  "num_experts": 64,
-  "output_router_logits": false,
-  "router_aux_loss_coef": 0.01,
-  "norm_topk_prob": false,
-  "torch_dtype": "bfloat16"
-})";
-
-// The small modular model of the project's experiments: 4 layers, hidden 128, 31 routed
-// experts + 1 shared, top-4 (3 routed + shared), expert FFN 64, dolma2-8k vocabulary.
-const char* kTiny = R"({
-  "architectures": ["EmoForCausalLM"],
-  "model_type": "emo",
-  "vocab_size": 8002,
-  "hidden_size": 128,
-  "intermediate_size": 64,
-  "num_hidden_layers": 4,
-  "num_attention_heads": 4,
-  "num_key_value_heads": 4,
-  "hidden_act": "silu",
-  "max_position_embeddings": 1024,
-  "initializer_range": 0.02,
-  "rms_norm_eps": 1e-06,
-  "use_cache": true,
-  "pad_token_id": 8001,
-  "bos_token_id": null,
-  "eos_token_id": 8000,
-  "tie_word_embeddings": false,
-  "rope_theta": 10000.0,
-  "rope_scaling": null,
-  "attention_bias": false,
-  "attention_dropout": 0.0,
-  "num_experts_per_tok": 4,
-  "num_experts": 32,
-  "num_shared_experts": 1,
-  "output_router_logits": false,
-  "router_aux_loss_coef": 0.01,
-  "norm_topk_prob": false,
-  "torch_dtype": "float32"
-})";
-
-// The smallest model that still shows every property (tests): 2 layers, hidden 32,
-// 8 experts incl. 1 shared, top-3.
-const char* kMicro = R"({
-  "architectures": ["EmoForCausalLM"],
-  "model_type": "emo",
-  "vocab_size": 8002,
-  "hidden_size": 32,
-  "intermediate_size": 16,
-  "num_hidden_layers": 2,
-  "num_attention_heads": 4,
-  "num_key_value_heads": 2,
-  "hidden_act": "silu",
-  "max_position_embeddings": 512,
-  "initializer_range": 0.02,
-  "rms_norm_eps": 1e-06,
-  "pad_token_id": 8001,
-  "bos_token_id": null,
-  "eos_token_id": 8000,
-  "tie_word_embeddings": false,
-  "rope_theta": 10000.0,
-  "attention_bias": false,
-  "num_experts_per_tok": 3,
-  "num_experts": 8,
-  "num_shared_experts": 1,
-  "norm_topk_prob": false,
-  "torch_dtype": "float32"
-})";
-
-const char* kTinyOlmoe = R"({
-  "architectures": ["OlmoeForCausalLM"],
-  "model_type": "olmoe",
-  "vocab_size": 8002,
-  "hidden_size": 128,
-  "intermediate_size": 64,
-  "num_hidden_layers": 4,
-  "num_attention_heads": 4,
-  "num_key_value_heads": 4,
-  "hidden_act": "silu",
-  "max_position_embeddings": 1024,
-  "initializer_range": 0.02,
-  "rms_norm_eps": 1e-05,
-  "pad_token_id": 8001,
-  "bos_token_id": null,
-  "eos_token_id": 8000,
-  "tie_word_embeddings": false,
-  "rope_theta": 10000.0,
-  "attention_bias": false,
-  "clip_qkv": null,
-  "num_experts_per_tok": 4,
-  "num_experts": 32,
-  "norm_topk_prob": false,
-  "torch_dtype": "float32"
-})";
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -178,14 +27,37 @@ uint64_t fnv1a(const std::string& s) {
 
 }  // namespace
 
+// data/presets/<name>.json, compiled in by cmake/embed_presets.cmake.
+const std::vector<std::pair<std::string, std::string>>& embedded_preset_files();
+
+namespace {
+
+Preset parse_preset(const std::string& name, const std::string& text, int& order) {
+  const std::string file = "data/presets/" + name + ".json";
+  Json j = parse_json(text, file);
+  for (const char* key : {"order", "description", "tokenizer", "dtype", "config"})
+    if (!j.contains(key)) fail(file, key, "missing");
+  auto dtype = dtype_from_name(j["dtype"].get<std::string>());
+  if (!dtype) fail(file, "dtype", "unknown dtype ", j["dtype"].dump());
+  order = j["order"].get<int>();
+  return {name, j["description"].get<std::string>(), j["config"].dump(2), j["tokenizer"].get<std::string>(), *dtype};
+}
+
+}  // namespace
+
 const std::vector<Preset>& presets() {
-  static const std::vector<Preset> all = {
-      {"micro", "2 layers, hidden 32, 8 experts (1 shared), top-3: the smallest model for tests", kMicro, "dolma2-8k", DType::F32},
-      {"tiny", "EMO, 4 layers, hidden 128, 32 experts (1 shared), top-4, expert FFN 64, vocab 8002", kTiny, "dolma2-8k", DType::F32},
-      {"tiny-olmoe", "OLMoE, 4 layers, hidden 128, 32 experts, top-4, q/k norm, vocab 8002", kTinyOlmoe, "dolma2-8k", DType::F32},
-      {"emo-1b14b", "EMO 1B active / 14B total: 16 layers, hidden 2048, 128 experts (1 shared), top-8", kEmo1b14b, "dolma2", DType::BF16},
-      {"olmoe-1b7b", "OLMoE-1B-7B: 16 layers, hidden 2048, 64 experts, top-8 (GPT-NeoX tokenizer, not shipped)", kOlmoe1b7b, "", DType::BF16},
-  };
+  static const std::vector<Preset> all = [] {
+    std::vector<std::pair<int, Preset>> ordered;
+    for (const auto& [name, text] : embedded_preset_files()) {
+      int order = 0;
+      Preset p = parse_preset(name, text, order);
+      ordered.emplace_back(order, std::move(p));
+    }
+    std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<Preset> out;
+    for (auto& [order, p] : ordered) out.push_back(std::move(p));
+    return out;
+  }();
   return all;
 }
 

@@ -1,4 +1,5 @@
-// Randomly initialised checkpoints in exact HF layout (`emo init`). Presets are data:
+// Randomly initialised checkpoints in exact HF layout (`emo init`). Presets are data
+// (data/presets/<name>.json, compiled in):
 // a config.json body plus the tokenizer the preset ships with. Weights follow HF's
 // _init_weights (Linear and Embedding ~ N(0, initializer_range), the padding row of the
 // embedding zero, RMSNorm weights one, biases zero), drawn from a counter-based

@@ -56,7 +56,7 @@ Json summary_json(const ModelSummary& s) {
     layers.push_back({{"experts", l.num_experts}, {"routed", l.num_routed()}, {"shared", l.num_shared_experts},
                       {"dense", l.dense()}});
   Json j = {
-      {"model_type", model_type_name(c.type)},
+      {"model_type", c.model_type()},
       {"layers", c.num_hidden_layers},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -93,7 +93,7 @@ Json summary_json(const ModelSummary& s) {
 std::string summary_text(const ModelSummary& s) {
   const ModelConfig& c = s.config;
   std::ostringstream o;
-  o << "model_type        " << model_type_name(c.type) << "\n";
+  o << "model_type        " << c.model_type() << "\n";
   o << "layers            " << c.num_hidden_layers << "\n";
   o << "hidden size       " << c.hidden_size << " (" << c.num_attention_heads << " heads, " << c.num_key_value_heads
     << " kv heads, head dim " << c.resolved_head_dim() << ")\n";
@@ -139,7 +139,7 @@ std::string model_card(const std::string& title, const ModelConfig& config, cons
   ParamCounts p = count_params(config);
   std::ostringstream o;
   o << "# " << title << "\n\n" << description << "\n\n";
-  o << "- model type: `" << model_type_name(config.type) << "`, " << config.num_hidden_layers << " layers, hidden "
+  o << "- model type: `" << config.model_type() << "`, " << config.num_hidden_layers << " layers, hidden "
     << config.hidden_size << ", top-" << config.num_experts_per_tok << "\n";
   o << "- parameters: " << human_count(double(p.total)) << " total, " << human_count(double(p.active)) << " active\n";
   o << "- content hash: `" << provenance.output_hash << "`\n";
@@ -150,11 +150,12 @@ std::string model_card(const std::string& title, const ModelConfig& config, cons
        "the lineage back to the roots (`emo lineage` prints it).\n";
   o << "\n## How to load it\n\n```sh\nemo inspect <this directory>\nemo generate --model <this directory> --prompt "
        "\"Question: 2 + 3 = ?\\nAnswer:\"\n```\n\n";
-  if (config.type == ModelType::Emo)
+  if (config.family->hf_class.empty())
     o << "With Hugging Face transformers, load it with the EMO modeling code (allenai/EMO, "
          "`src/hf_trust_remote_code/emo`) placed beside the weights.\n";
   else
-    o << "With Hugging Face transformers: `OlmoeForCausalLM.from_pretrained(<this directory>)`.\n";
+    o << "With Hugging Face transformers: `AutoModelForCausalLM.from_pretrained(<this directory>)` (`"
+      << config.family->hf_class << "`).\n";
   o << "\n## Config\n\n```json\n" << config.to_json().dump(2) << "\n```\n";
   return o.str();
 }

@@ -36,8 +36,9 @@ void Model::check_input(const torch::Tensor& ids, int64_t past_length) const {
 torch::Tensor Model::norm(const torch::Tensor& x, const torch::Tensor& weight) const {
   auto h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, true) + config_.rms_norm_eps);
-  // EMO: (weight * x_f32).to(dtype). OLMoE: weight * x_f32.to(dtype). Equal in float32.
-  if (config_.type == ModelType::Emo) return (weight * h).to(x.scalar_type());
+  // EMO: (weight * x_f32).to(dtype). transformers' families: weight * x_f32.to(dtype).
+  // Equal in float32.
+  if (config_.family->norm == NormOrder::WeightInFloat32) return (weight * h).to(x.scalar_type());
   return weight * h.to(x.scalar_type());
 }
 
@@ -81,23 +82,31 @@ torch::Tensor Model::attention(size_t l, const torch::Tensor& x, const torch::Te
   const LayerWeights& L = weights_.layers[l];
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads, hd = config_.resolved_head_dim();
+  const Family& f = *config_.family;
   auto q = linear(x, L.q, L.q_bias), k = linear(x, L.k, L.k_bias), v = linear(x, L.v, L.v_bias);
-  if (config_.type == ModelType::Olmoe) {
-    // OLMoE: q/k norms over the full projected width, then clip_qkv, before the head split.
+  if (f.qk_norm == QKNorm::OverWidth) {
+    // OLMoE: q/k norms over the full projected width, before the head split.
     q = norm(q, L.q_norm);
     k = norm(k, L.k_norm);
-    if (config_.clip_qkv) {
-      double c = *config_.clip_qkv;
-      q = q.clamp(-c, c), k = k.clamp(-c, c), v = v.clamp(-c, c);
-    }
   }
-  q = q.view({B, T, nh, hd}).transpose(1, 2);
-  k = k.view({B, T, nkv, hd}).transpose(1, 2);
+  if (config_.clip_qkv) {  // OLMoE: then q, k and v clamped, still before RoPE
+    double c = *config_.clip_qkv;
+    q = q.clamp(-c, c), k = k.clamp(-c, c), v = v.clamp(-c, c);
+  }
+  q = q.view({B, T, nh, hd});
+  k = k.view({B, T, nkv, hd});
+  if (f.qk_norm == QKNorm::PerHead) {
+    // Qwen3-MoE: q/k norms over head_dim, each head on its own, before RoPE.
+    q = norm(q, L.q_norm);
+    k = norm(k, L.k_norm);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   v = v.view({B, T, nkv, hd}).transpose(1, 2);
-  // EMO rotates in float32 (cos/sin stay float32) and casts back; OLMoE casts cos/sin to
-  // the activation dtype first. Identical in float32.
+  // EMO rotates in float32 (cos/sin stay float32) and casts back; transformers' families
+  // cast cos/sin to the activation dtype first. Identical in float32.
   auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);
-  if (config_.type == ModelType::Olmoe) c = c.to(q.scalar_type()), s = s.to(q.scalar_type());
+  if (f.rope_dtype == RopeDtype::Activation) c = c.to(q.scalar_type()), s = s.to(q.scalar_type());
   auto q_dtype = q.scalar_type();
   q = (q * c + rotate_half(q) * s).to(q_dtype);
   k = (k * c + rotate_half(k) * s).to(q_dtype);
@@ -150,6 +159,11 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
   DispatchTrace dt;
   auto y = dispatch_experts(flat, r, L.gate_up, L.down, options.dispatch,
                             trace && trace->keep_expert_norms ? &dt : nullptr);
+  // Qwen2-MoE: routed output + sigmoid(shared_expert_gate(x)) * shared_expert(x).
+  if (spec.gated_shared_mlp) {
+    auto shared = torch::linear(torch::silu(torch::linear(flat, L.shared_gate)) * torch::linear(flat, L.shared_up), L.shared_down);
+    y = y + torch::sigmoid(torch::linear(flat, L.shared_expert_gate)) * shared;
+  }
   if (trace) {
     if (trace->keep_logits) trace->logits[l] = logits;
     if (trace->keep_routing) trace->ids[l] = r.ids, trace->weights[l] = r.weights;
@@ -162,8 +176,8 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
 torch::Tensor Model::layer_forward(size_t l, torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin,
                                    const torch::Tensor& mask, const ForwardOptions& options) {
   const LayerWeights& L = weights_.layers[l];
-  // Both families are pre-norm: EMO names the norms pre_attention / pre_feedforward,
-  // OLMoE input_layernorm / post_attention_layernorm.
+  // Every family is pre-norm: EMO names the norms pre_attention / pre_feedforward, the
+  // transformers families input_layernorm / post_attention_layernorm.
   h = h + attention(l, norm(h, L.attn_norm), cos, sin, mask, options.cache);
   return h + feed_forward(l, norm(h, L.mlp_norm), options);
 }
@@ -242,7 +256,8 @@ torch::Tensor Model::checkpointed_layer(size_t l, const torch::Tensor& h, const 
   const LayerWeights& L = weights_.layers[l];
   for (const torch::Tensor* t : {&L.attn_norm, &L.mlp_norm, &L.q, &L.k, &L.v, &L.o, &L.q_bias, &L.k_bias, &L.v_bias,
                                  &L.o_bias, &L.q_norm, &L.k_norm, &L.router, &L.gate_up, &L.down, &L.dense_gate,
-                                 &L.dense_up, &L.dense_down, &L.dense_gate_bias, &L.dense_up_bias, &L.dense_down_bias})
+                                 &L.dense_up, &L.dense_down, &L.dense_gate_bias, &L.dense_up_bias, &L.dense_down_bias,
+                                 &L.shared_gate, &L.shared_up, &L.shared_down, &L.shared_expert_gate})
     if (t->defined() && t->requires_grad()) rc->params.push_back(*t);
   ForwardOptions o = options;
   o.checkpoint_layers = false;
@@ -296,6 +311,8 @@ torch::Tensor Model::run_layers(torch::Tensor h, const Batch& batch, const Forwa
   auto q_pos = torch::arange(past, Tk, long_opts).view({T, 1});
   auto k_pos = torch::arange(0, Tk, long_opts).view({1, Tk});
   auto allowed = (k_pos <= q_pos).view({1, 1, T, Tk});
+  if (auto window = config_.attention_window())  // transformers' sliding_window_overlay: kv > q - window
+    allowed = allowed.logical_and((k_pos > q_pos - *window).view({1, 1, T, Tk}));
   if (key_mask.defined()) allowed = allowed.logical_and((key_mask != 0).view({B, 1, 1, Tk}));
   if (batch.document_ids.defined()) {
     if (past > 0) fail("input", "document_ids", "packed documents cannot be used with a KV cache");

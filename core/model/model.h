@@ -1,7 +1,7 @@
-// The EMO / OLMoE causal LM forward in LibTorch: one visible path from token ids to
-// logits. Every command that needs numbers (route, eval, generate, finetune, pretrain)
-// runs this; the differences between the two families are the few lines marked
-// "EMO:" / "OLMoE:" below and in model.cpp.
+// The MoE causal LM forward in LibTorch, for every family of family.h: one visible path
+// from token ids to logits. Every command that needs numbers (route, eval, generate,
+// finetune, pretrain) runs this; the families differ only where model.cpp reads a trait
+// of config().family (norm order, q/k norm, RoPE dtype, shared experts, sliding window).
 #pragma once
 
 #include <torch/torch.h>

@@ -33,6 +33,12 @@ torch::Tensor* slot_of(ModelWeights& w, const CanonicalTensor& t) {
       if (ends_with("v_proj.bias")) return &L.v_bias;
       if (ends_with("o_proj.bias")) return &L.o_bias;
       break;
+    case Role::SharedExpert:
+      if (t.proj == Proj::Gate) return &L.shared_gate;
+      if (t.proj == Proj::Up) return &L.shared_up;
+      if (t.proj == Proj::Down) return &L.shared_down;
+      break;
+    case Role::SharedExpertGate: return &L.shared_expert_gate;
     case Role::DenseMlp:
       if (t.proj == Proj::Gate) return t.is_bias ? &L.dense_gate_bias : &L.dense_gate;
       if (t.proj == Proj::Up) return t.is_bias ? &L.dense_up_bias : &L.dense_up;

@@ -18,12 +18,14 @@ struct LayerWeights {
   torch::Tensor attn_norm, mlp_norm;
   torch::Tensor q, k, v, o;                      // [out, in]
   torch::Tensor q_bias, k_bias, v_bias, o_bias;  // undefined without attention_bias
-  torch::Tensor q_norm, k_norm;                  // OLMoE only
+  torch::Tensor q_norm, k_norm;                  // OLMoE [width], Qwen3 [head_dim]
   // MoE layers
   torch::Tensor router;   // [E, H]
   torch::Tensor gate_up;  // [E, 2I, H]
   torch::Tensor down;     // [E, H, I]
-  // dense layers (EMO num_experts_per_layer[l] == 0)
+  // Qwen2-MoE's shared expert MLP and its gate [1, H]
+  torch::Tensor shared_gate, shared_up, shared_down, shared_expert_gate;
+  // dense layers (EMO num_experts_per_layer[l] == 0, Qwen mlp_only_layers / decoder_sparse_step)
   torch::Tensor dense_gate, dense_up, dense_down;
   torch::Tensor dense_gate_bias, dense_up_bias, dense_down_bias;
 };

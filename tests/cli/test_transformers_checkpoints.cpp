@@ -1,10 +1,14 @@
 // A checkpoint written by transformers' own save_pretrained (v5, the pinned PyPI version),
-// in both expert layouts, goes through every emo command; what emo writes from it
-// (modules, conversions, merges) transformers loads again unchanged.
+// of each family (OLMoE, Qwen3-MoE, Qwen2-MoE, Mixtral) and in both expert layouts, goes
+// through every emo command and through one recipe (route one example, extract 25%,
+// finetune 5 steps, merge back); what emo writes from it (modules, conversions, merges)
+// transformers loads again unchanged.
 #include <catch2/catch.hpp>
 
 #include "cli_util.h"
 #include "core/io/json.h"
+#include "core/util/error.h"
+#include "core/util/fs.h"
 #include "core/model/model_fixtures.h"
 
 using namespace emo;
@@ -12,12 +16,25 @@ using namespace emo::test;
 
 namespace {
 
-// An OLMoE with the dolma2-8k vocabulary (8000 tokens + eos + pad), so that the text
+// Each family with the dolma2-8k vocabulary (8000 tokens + eos + pad), so that the text
 // commands can tokenize for it; the tokenizer travels in the directory as on the Hub.
-constexpr const char* kConfig =
-    R"({"vocab_size":8002,"hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
-    R"("num_key_value_heads":2,"num_experts":8,"num_experts_per_tok":2,"max_position_embeddings":512,)"
-    R"("eos_token_id":8000,"pad_token_id":8001})";
+constexpr const char* kVocab = R"("vocab_size":8002,"eos_token_id":8000,"pad_token_id":8001,"max_position_embeddings":512,)";
+struct FamilyCase {
+  const char* type;
+  std::string config;
+};
+const FamilyCase kOlmoe{"olmoe", std::string("{") + kVocab +
+    R"("hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
+    R"("num_key_value_heads":2,"num_experts":8,"num_experts_per_tok":2})"};
+const FamilyCase kQwen3{"qwen3_moe", std::string("{") + kVocab +
+    R"("hidden_size":32,"intermediate_size":24,"moe_intermediate_size":16,"num_hidden_layers":3,"mlp_only_layers":[1],)"
+    R"("num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,"num_experts":8,"num_experts_per_tok":2})"};
+const FamilyCase kQwen2{"qwen2_moe", std::string("{") + kVocab +
+    R"("hidden_size":32,"intermediate_size":24,"moe_intermediate_size":16,"shared_expert_intermediate_size":20,)"
+    R"("num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"num_experts":8,"num_experts_per_tok":2})"};
+const FamilyCase kMixtral{"mixtral", std::string("{") + kVocab +
+    R"("hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
+    R"("num_key_value_heads":2,"num_local_experts":8,"num_experts_per_tok":2})"};
 
 Json json_of(const RunResult& r) {
   INFO(r.err);
@@ -43,20 +60,19 @@ double logits_gap(const std::string& dir, const std::string& ids_text, const tor
 
 }  // namespace
 
-TEST_CASE("every emo command reads transformers' save_pretrained output, and transformers reads emo's",
-          "[cli][transformers]") {
+static void every_command(const FamilyCase& family) {
   for (bool fused : {false, true}) {
     INFO((fused ? "fused experts" : "per-expert tensors"));
     TempDir dir;
     auto path = [&](const std::string& name) { return q(dir / name); };
     const std::string hf = path("hf");
-    transformers_random("olmoe", kConfig, 5, dir / "hf", fused);
+    transformers_random(family.type, family.config, 5, dir / "hf", fused);
     fs::copy_file(source_dir() / "data/tokenizers/dolma2-8k/tokenizer.json", dir / "hf" / "tokenizer.json");
     const std::string gsm8k = q(source_dir() / "data/gsm8k/train.jsonl");
     const std::string corpus = q(source_dir() / "data/corpus/valid.jsonl.gz");
 
     Json info = json_of(run_emo("inspect " + hf + " --json"));
-    CHECK(info["model_type"] == "olmoe");
+    CHECK(info["model_type"] == family.type);
     CHECK(info["num_experts"] == 8);
     CHECK(info["top_k"] == 2);
     CHECK(logits_gap(hf, "5,60,700,7999", torch::tensor({{5, 60, 700, 7999}}, torch::kInt64)) <= 1e-4);
@@ -66,7 +82,7 @@ TEST_CASE("every emo command reads transformers' save_pretrained output, and tra
     CHECK(std::isfinite(ppl["domains"]["math"]["loss"].get<double>()));
     check_ok(run_emo("analyze prompt --model " + hf + " --text 'def add(a, b):' --json"));
 
-    // Surgery: route, select, extract; the module is an OLMoE transformers loads.
+    // Surgery: route, select, extract; the module is of the same family and transformers loads it.
     check_ok(run_emo("route --model " + hf + " --data " + gsm8k + " --limit 1 --out " + path("s.safetensors")));
     check_ok(run_emo("select --model " + hf + " --stats " + path("s.safetensors") + " --keep 4 --out " + path("e.json")));
     check_ok(run_emo("extract --model " + hf + " --experts " + path("e.json") + " --out " + path("module")));
@@ -91,4 +107,79 @@ TEST_CASE("every emo command reads transformers' save_pretrained output, and tra
     check_ok(run_emo("diff " + hf + " " + path("merged")));
     check_ok(run_emo("verify " + path("module") + " " + path("merged") + " " + path("other")));
   }
+}
+
+// The one recipe a user of each family runs first.
+static void one_recipe(const FamilyCase& family) {
+  TempDir dir;
+  transformers_random(family.type, family.config, 9, dir / "hf");
+  fs::copy_file(source_dir() / "data/tokenizers/dolma2-8k/tokenizer.json", dir / "hf" / "tokenizer.json");
+  const fs::path recipe = dir / "family.yaml";
+  write_file_atomic(recipe, cat(R"(name: family-module
+inputs:
+  base: )", (dir / "hf").string(), R"(
+  gsm8k: )", (source_dir() / "data/gsm8k/train.jsonl").string(), R"(
+  corpus: )", (source_dir() / "data/corpus/valid.jsonl.gz").string(), R"(
+steps:
+  - id: module
+    command: extract
+    with:
+      model: ${inputs.base}
+      data: ${inputs.gsm8k}
+      limit: 1
+      method: router-prob
+      keep-fraction: 0.25
+  - id: finetune
+    command: finetune
+    with:
+      model: ${steps.module.out}
+      data: ${inputs.corpus}
+      format: text
+      domain: math
+      seq-len: 64
+      batch-size: 4
+      max-steps: 5
+      lr: 1e-3
+      train: routed
+      seed: 0
+  - id: merge
+    command: merge
+    with:
+      base: ${inputs.base}
+      module: ${steps.finetune.out}
+)"));
+  RunResult r = run_emo("run " + recipe.string() + " --workdir " + (dir / "work").string() + " --json");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Json module = load_json_file((dir / "work/module/config.json").string());
+  CHECK(module["num_experts_per_tok"] == 2);
+  CHECK(Checkpoint::open(dir / "work/module").config().num_experts == 2);  // 25% of 8
+  CHECK(logits_gap(q(dir / "work/merge"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
+  // The merged model differs from the base only in the module's experts.
+  Json diff = json_of(run_emo("diff " + q(dir / "hf") + " " + q(dir / "work/merge") + " --json"));
+  CHECK(diff["identical"] == false);
+}
+
+TEST_CASE("OLMoE: every emo command reads transformers' save_pretrained output, and transformers reads emo's",
+          "[cli][transformers]") {
+  every_command(kOlmoe);
+  one_recipe(kOlmoe);
+}
+
+TEST_CASE("Qwen3-MoE: every emo command reads transformers' save_pretrained output, and transformers reads emo's",
+          "[cli][transformers]") {
+  every_command(kQwen3);
+  one_recipe(kQwen3);
+}
+
+TEST_CASE("Qwen2-MoE: every emo command reads transformers' save_pretrained output, and transformers reads emo's",
+          "[cli][transformers]") {
+  every_command(kQwen2);
+  one_recipe(kQwen2);
+}
+
+TEST_CASE("Mixtral: every emo command reads transformers' save_pretrained output, and transformers reads emo's",
+          "[cli][transformers]") {
+  every_command(kMixtral);
+  one_recipe(kMixtral);
 }

@@ -89,7 +89,7 @@ TEST_CASE("our fused layout equals transformers v5's, from an independent refere
   Checkpoint ours = Checkpoint::open(tmp / "ours");
   REQUIRE(ref.layout() == ExpertLayout::Fused);
   for (int l = 0; l < 2; ++l) {
-    for (auto name : {fused_gate_up_name(ModelType::Emo, l), fused_down_name(ModelType::Emo, l)}) {
+    for (auto name : {fused_gate_up_name(family_named("emo"), l), fused_down_name(family_named("emo"), l)}) {
       INFO(name);
       CHECK(bytes_of(ref.store().view(name)) == bytes_of(ours.store().view(name)));
     }

@@ -28,7 +28,7 @@ std::string error_of(const Json& j) {
 
 TEST_CASE("EMO defaults are EmoConfig's", "[config]") {
   ModelConfig c = ModelConfig::from_json(emo_base(), "config.json");
-  CHECK(c.type == ModelType::Emo);
+  CHECK(c.model_type() == "emo");
   CHECK(c.rms_norm_eps == 1e-6);
   CHECK(c.rope_theta == 500000.0);
   CHECK(c.num_key_value_heads == 4);

@@ -120,7 +120,7 @@ TEST_CASE("extract -> retrain -> merge -> extract gives the retrained module bac
   std::set<std::string> touched;
   for (const auto& [l, ids] : sel_a().kept)
     for (int64_t e : ids)
-      for (Proj p : {Proj::Gate, Proj::Up, Proj::Down}) touched.insert(expert_tensor_name(ModelType::Emo, l, int(e), p));
+      for (Proj p : {Proj::Gate, Proj::Up, Proj::Down}) touched.insert(expert_tensor_name(family_named("emo"), l, int(e), p));
   for (const auto& t : base.tensors()) {
     INFO(t.name);
     if (touched.count(t.name)) CHECK(bytes(base.view(t)) != bytes(out.view(t.name)));
@@ -142,10 +142,10 @@ TEST_CASE("average mode is (1 - alpha) * base + alpha * module in float32, round
   Checkpoint base = Checkpoint::open(tmp / "base"), mod = Checkpoint::open(tmp / "m2"), out = Checkpoint::open(tmp / "avg");
   for (auto [l, me, be] : {std::tuple{0, 1, 3}, std::tuple{1, 2, 6}}) {
     for (Proj p : {Proj::Gate, Proj::Down}) {
-      auto b = tensor_from_view(base.view(expert_tensor_name(ModelType::Emo, l, be, p))).to(torch::kFloat32);
-      auto m = tensor_from_view(mod.view(expert_tensor_name(ModelType::Emo, l, me, p))).to(torch::kFloat32);
+      auto b = tensor_from_view(base.view(expert_tensor_name(family_named("emo"), l, be, p))).to(torch::kFloat32);
+      auto m = tensor_from_view(mod.view(expert_tensor_name(family_named("emo"), l, me, p))).to(torch::kFloat32);
       auto expected = ((1 - 0.3) * b + 0.3 * m).to(torch::kBFloat16);
-      auto got = tensor_from_view(out.view(expert_tensor_name(ModelType::Emo, l, be, p)));
+      auto got = tensor_from_view(out.view(expert_tensor_name(family_named("emo"), l, be, p)));
       CHECK(torch::equal(got, expected));
     }
   }

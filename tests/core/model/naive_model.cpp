@@ -120,7 +120,7 @@ Tensor naive_logits(const ModelConfig& c, const ModelWeights& w, const Tensor& i
       for (int64_t t = 0; t < T; ++t) {
         Tensor x = rms(c, h[size_t(t)], L.attn_norm);
         Tensor qq = lin(L.q, x, L.q_bias), kk = lin(L.k, x, L.k_bias), vv = lin(L.v, x, L.v_bias);
-        if (c.type == ModelType::Olmoe) {
+        if (c.family->qk_norm == QKNorm::OverWidth) {
           qq = rms(c, qq, L.q_norm);
           kk = rms(c, kk, L.k_norm);
           if (c.clip_qkv) {
