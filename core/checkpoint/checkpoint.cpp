@@ -52,21 +52,25 @@ std::set<std::string> stored_names(const std::vector<CanonicalTensor>& tensors, 
 // When the weights are named as another family names them, say which: a config.json with
 // the wrong model_type otherwise fails on its first missing name without saying why.
 std::string family_hint(const TensorStore& store, const ModelConfig& c) {
-  auto first_names = [](const Family& f) {
+  // A family matches when the store holds every name it gives layer 0's norms, router, first
+  // expert, q/k norm and shared-expert gate (either layout). Several may match: OLMoE and
+  // Qwen3-MoE name all of these alike.
+  auto matches = [&](const Family& f) {
     CanonicalTensor router{"", Role::Router, {}, 0};
-    return std::vector<std::string>{expand_layer(f.names.attn_norm, 0), expand_layer(f.names.mlp_norm, 0),
-                                    expert_tensor_name(f, 0, 0, Proj::Gate), router_name(f, 0),
-                                    stored_name(f, router, ExpertLayout::Fused)};
+    const std::string fused_router = stored_name(f, router, ExpertLayout::Fused);
+    const bool experts = store.contains(expert_tensor_name(f, 0, 0, Proj::Gate)) || store.contains(fused_gate_up_name(f, 0));
+    const bool routers = store.contains(router_name(f, 0)) || store.contains(fused_router);
+    if (!experts || !routers) return false;
+    for (const std::string* tmpl : {&f.names.attn_norm, &f.names.mlp_norm, &f.names.q_norm, &f.names.shared_expert_gate})
+      if (!tmpl->empty() && !store.contains(expand_layer(*tmpl, 0))) return false;
+    return true;
   };
-  const std::vector<std::string> own = first_names(*c.family);
-  for (const Family& f : families()) {
-    if (&f == c.family) continue;
-    for (const std::string& name : first_names(f))
-      if (std::find(own.begin(), own.end(), name) == own.end() && store.contains(name))
-        return cat(" (the weights are named as a ", f.model_type, " checkpoint's, e.g. ", name,
-                   ": does config.json give the right model_type?)");
-  }
-  return "";
+  if (matches(*c.family)) return "";
+  std::string names;
+  for (const Family& f : families())
+    if (&f != c.family && matches(f)) names += (names.empty() ? "" : " or ") + f.model_type;
+  if (names.empty()) return "";
+  return cat(" (the weights are named as a ", names, " checkpoint's: does config.json give the right model_type?)");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "cli_util.h"
 #include "core/io/json.h"
+#include "core/model/model_fixtures.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -125,5 +126,26 @@ TEST_CASE("every subcommand has --help saying what it writes", "[cli]") {
     CHECK(r.code == 0);
     CHECK((r.out.find("Writes") != std::string::npos));
     CHECK((r.out.find("Example") != std::string::npos));
+  }
+}
+
+TEST_CASE("the tiny preset of each transformers family: emo init writes what transformers loads and computes alike",
+          "[cli][families][transformers]") {
+  for (const char* preset : {"tiny-qwen3-moe", "tiny-qwen2-moe", "tiny-mixtral"}) {
+    INFO(preset);
+    TempDir tmp;
+    const std::string out = (tmp / "m").string();
+    RunResult r = run_emo(std::string("init --preset ") + preset + " --seed 2 --set initializer_range=0.15 --out " + out);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    auto ids = torch::tensor({{5, 60, 700, 7999, 3}}, torch::kInt64);
+    auto peer = transformers_forward(out, ids).at("logits");
+    Json ours = Json::parse(run_emo("logits --model " + out + " --ids 5,60,700,7999,3 --json").out);
+    double worst = 0;
+    for (int64_t t = 0; t < peer.size(1); ++t)
+      for (int64_t v = 0; v < peer.size(2); ++v)
+        worst = std::max(worst, std::abs(ours[size_t(t)][size_t(v)].get<double>() - peer[0][t][v].item<double>()));
+    CHECK(worst <= 1e-4);
+    CHECK(peer.abs().max().item<double>() > 0.1);
   }
 }

@@ -8,6 +8,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
+#include "core/checkpoint/summary.h"
 #include "core/util/error.h"
 #include "test_util.h"
 
@@ -172,5 +173,94 @@ TEST_CASE("incomplete or inconsistent checkpoints are refused", "[checkpoint][ba
   SECTION("config with the wrong hidden size") {
     rewrite_config(tmp / "m", [](Json& j) { j["hidden_size"] = 64; });
     CHECK_THROWS_WITH(Checkpoint::open(tmp / "m"), Catch::Contains("model.embed_tokens.weight: shape [8002, 32] but config implies [8002, 64]"));
+  }
+}
+
+namespace {
+
+std::string write_preset(const fs::path& dir, const std::string& name, ExpertLayout layout = ExpertLayout::PerExpert) {
+  fs::create_directories(dir);
+  InitOptions o;
+  o.seed = 3;
+  o.write.layout = layout;
+  const Preset& p = find_preset(name);
+  return write_initialised_model(dir, ModelConfig::from_json(parse_json(p.config_json, name), name), o);
+}
+
+std::string open_error(const fs::path& dir) {
+  try {
+    Checkpoint::open(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("each family's checkpoints open in both layouts with one content hash; Mixtral's router moves with the layout",
+          "[checkpoint][families]") {
+  TempDir tmp;
+  for (const char* name : {"tiny-qwen3-moe", "tiny-qwen2-moe", "tiny-mixtral"}) {
+    INFO(name);
+    const std::string per = write_preset(tmp / (std::string(name) + "-per"), name);
+    const std::string fused = write_preset(tmp / (std::string(name) + "-fused"), name, ExpertLayout::Fused);
+    CHECK(per == fused);
+    Checkpoint ck = Checkpoint::open(tmp / (std::string(name) + "-fused"));
+    CHECK(ck.layout() == ExpertLayout::Fused);
+    CHECK(content_hash(ck) == per);
+  }
+  // Mistral's per-expert names, v5's fused ones.
+  Checkpoint per = Checkpoint::open(tmp / "tiny-mixtral-per");
+  CHECK(per.store().contains("model.layers.0.block_sparse_moe.gate.weight"));
+  CHECK(per.store().contains("model.layers.0.block_sparse_moe.experts.7.w2.weight"));
+  Checkpoint fused = Checkpoint::open(tmp / "tiny-mixtral-fused");
+  CHECK(fused.store().contains("model.layers.0.mlp.gate.weight"));
+  CHECK(fused.store().contains("model.layers.0.mlp.experts.gate_up_proj"));
+  CHECK(fused.view(fused.tensor("model.layers.0.block_sparse_moe.gate.weight")).shape == Shape{8, 128});
+  Checkpoint qwen2 = Checkpoint::open(tmp / "tiny-qwen2-moe-per");
+  CHECK(qwen2.store().contains("model.layers.3.mlp.shared_expert_gate.weight"));
+}
+
+TEST_CASE("the tensors of one family under another's config: one sentence that says so", "[checkpoint][families][bad-input]") {
+  TempDir tmp;
+  write_preset(tmp / "olmoe", "tiny-olmoe");
+  rewrite_config(tmp / "olmoe", [](Json& j) {
+    j["model_type"] = "mixtral";
+    j["num_local_experts"] = j["num_experts"];
+    j.erase("num_experts");
+  });
+  CHECK_THAT(open_error(tmp / "olmoe"),
+             Catch::Contains("model.layers.0.self_attn.q_norm.weight: unexpected tensor for model_type mixtral") ||
+                 Catch::Contains("missing from the weights"));
+  CHECK_THAT(open_error(tmp / "olmoe"), Catch::Contains("named as a olmoe or qwen3_moe checkpoint's"));
+  write_preset(tmp / "mixtral", "tiny-mixtral");
+  rewrite_config(tmp / "mixtral", [](Json& j) {
+    j["model_type"] = "qwen3_moe";
+    j["num_experts"] = j["num_local_experts"];
+    j["moe_intermediate_size"] = j["intermediate_size"];
+  });
+  CHECK_THAT(open_error(tmp / "mixtral"), Catch::Contains("(the weights are named as a mixtral checkpoint's: does "
+                                                          "config.json give the right model_type?)"));
+}
+
+TEST_CASE("the real-shape presets have the published sizes (config only, nothing written)", "[init][families]") {
+  struct Published {
+    const char* preset;
+    double total, active;  // billions, as the model cards state them
+  };
+  const Published models[] = {
+      {"qwen3-30b-a3b", 30.5, 3.3},      // Qwen/Qwen3-30B-A3B: 30.5B total, 3.3B activated
+      {"qwen1.5-moe-a2.7b", 14.3, 2.7},  // Qwen/Qwen1.5-MoE-A2.7B: 14.3B total, 2.7B activated
+      {"mixtral-8x7b", 46.7, 12.9},      // Mixtral of Experts (arXiv 2401.04088): 46.7B total, 12.9B active
+      {"emo-1b14b", 13.6, 1.49},         // EMO "1B active / 14B total": 1.08B active + 0.41B of embeddings
+  };
+  for (const auto& m : models) {
+    INFO(m.preset);
+    const Preset& p = find_preset(m.preset);
+    ParamCounts n = count_params(ModelConfig::from_json(parse_json(p.config_json, m.preset), m.preset));
+    CHECK(std::abs(double(n.total) / 1e9 - m.total) < 0.45);
+    CHECK(std::abs(double(n.active) / 1e9 - m.active) < 0.1);
+    CHECK(p.dtype == DType::BF16);
   }
 }

@@ -130,9 +130,9 @@ TEST_CASE("missing keys, wrong types and unrunnable configs name the key", "[con
     j.erase("model_type");
     CHECK_THAT(error_of(j), Catch::Contains("model_type"));
   }
-  SECTION("unsupported model_type") {
+  SECTION("unsupported model_type: the message lists the known ones") {
     j["model_type"] = "llama";
-    CHECK_THAT(error_of(j), Catch::Contains("'llama' is not supported"));
+    CHECK_THAT(error_of(j), Catch::Contains("'llama' is not supported (supported: emo, olmoe, qwen3_moe, qwen2_moe, mixtral)"));
   }
   SECTION("integers beyond int64 (found by fuzz_config: the float conversion was undefined)") {
     j["hidden_size"] = 5.5e57;
@@ -271,4 +271,143 @@ TEST_CASE("transformers v5 rope_parameters: read, written back in its own style,
   Json wrong = emo_base();
   wrong["rope_parameters"] = 3;
   CHECK_THAT(error_of(wrong), Catch::Contains("rope_parameters: expected an object or null"));
+}
+
+namespace {
+
+Json qwen3() {
+  return Json::parse(R"({"model_type":"qwen3_moe","vocab_size":64,"hidden_size":32,"intermediate_size":24,
+    "moe_intermediate_size":16,"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+    "num_experts":8,"num_experts_per_tok":2})");
+}
+Json qwen2() {
+  Json j = qwen3();
+  j["model_type"] = "qwen2_moe";
+  j["shared_expert_intermediate_size"] = 20;
+  return j;
+}
+Json mixtral() {
+  return Json::parse(R"({"model_type":"mixtral","vocab_size":64,"hidden_size":32,"intermediate_size":16,
+    "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"num_local_experts":8,"num_experts_per_tok":2})");
+}
+
+}  // namespace
+
+TEST_CASE("Qwen3-MoE, Qwen2-MoE and Mixtral configs read as their transformers classes do", "[config][families]") {
+  SECTION("Qwen3-MoE: expert width from moe_intermediate_size, head_dim, dense layers from mlp_only_layers and the step") {
+    Json j = qwen3();
+    j["mlp_only_layers"] = {0};
+    j["decoder_sparse_step"] = 2;
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    CHECK(c.intermediate_size == 16);
+    CHECK(*c.dense_intermediate_size == 24);
+    CHECK(c.resolved_head_dim() == 16);
+    CHECK(c.rms_norm_eps == 1e-6);
+    CHECK(c.rope_theta == 10000.0);
+    CHECK(c.router_aux_loss_coef == 0.001);
+    CHECK(!c.pad_token_id);
+    CHECK(c.eos_token_ids.empty());
+    // Qwen3MoeDecoderLayer: sparse iff l not in mlp_only_layers and (l + 1) % step == 0.
+    std::vector<int64_t> experts;
+    for (const auto& s : c.layers()) experts.push_back(s.num_experts);
+    CHECK(experts == std::vector<int64_t>{0, 8, 0, 8});
+  }
+  SECTION("Qwen3-MoE: transformers v5 writes the expert count as num_local_experts; both spellings agree or fail") {
+    Json j = qwen3();
+    j.erase("num_experts");
+    j["num_local_experts"] = 8;
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    CHECK(c.num_experts == 8);
+    CHECK(c.to_json().contains("num_local_experts"));
+    CHECK(!c.to_json().contains("num_experts"));
+    CHECK(c.model_defining() == ModelConfig::from_json(qwen3(), "config.json").model_defining());
+    j["num_experts"] = 6;
+    CHECK_THAT(error_of(j), Catch::Contains("num_local_experts: 8 contradicts num_experts 6"));
+  }
+  SECTION("Qwen3-MoE: a sliding window only with use_sliding_window") {
+    Json j = qwen3();
+    j["sliding_window"] = 4;
+    CHECK(!ModelConfig::from_json(j, "config.json").attention_window());
+    j["use_sliding_window"] = true;
+    CHECK(*ModelConfig::from_json(j, "config.json").attention_window() == 4);
+  }
+  SECTION("Qwen2-MoE: the gated shared expert on every MoE layer, q/k/v biases by default") {
+    Json j = qwen2();
+    j["mlp_only_layers"] = {1};
+    ModelConfig c = ModelConfig::from_json(j, "config.json");
+    CHECK(c.attention_bias);
+    auto specs = c.layers();
+    CHECK(specs[0].gated_shared_mlp);
+    CHECK(!specs[1].gated_shared_mlp);
+    CHECK(specs[0].num_shared_experts == 0);  // not a router column: budgets count routed experts
+  }
+  SECTION("Mixtral: num_local_experts, top-k always renormalised, MixtralConfig's defaults") {
+    ModelConfig c = ModelConfig::from_json(mixtral(), "config.json");
+    CHECK(c.num_experts == 8);
+    CHECK(c.norm_topk_prob);
+    CHECK(!c.to_json().contains("norm_topk_prob"));
+    CHECK(c.rms_norm_eps == 1e-5);
+    CHECK(c.rope_theta == 1e6);
+    CHECK(c.eos_token_ids == std::vector<int64_t>{2});
+    CHECK(*c.bos_token_id == 1);
+    CHECK(c.max_position_embeddings == 131072);
+  }
+  SECTION("--set takes the family's own keys and refuses another family's") {
+    ModelConfig c = ModelConfig::from_json(qwen3(), "config.json");
+    c.set_override("moe_intermediate_size", "32");
+    CHECK(c.intermediate_size == 32);
+    c.set_override("num_local_experts", "6");
+    CHECK(c.num_experts == 6);
+    CHECK_THROWS_WITH(c.set_override("num_shared_experts", "1"),
+                      Catch::Contains("num_shared_experts: unknown config key for model_type qwen3_moe"));
+  }
+}
+
+TEST_CASE("family configs that cannot run are refused naming the key", "[config][families][bad-input]") {
+  SECTION("top-k above the experts") {
+    Json j = mixtral();
+    j["num_experts_per_tok"] = 9;
+    CHECK_THAT(error_of(j), Catch::Contains("num_experts_per_tok: 9 exceeds the 8 experts of layer 0"));
+  }
+  SECTION("a missing expert width names the family's key") {
+    Json j = qwen3();
+    j.erase("moe_intermediate_size");
+    CHECK_THAT(error_of(j), Catch::Contains("config.json: moe_intermediate_size: missing"));
+  }
+  SECTION("Qwen2-MoE without its shared expert's width (the shared expert gate needs a shared expert)") {
+    Json j = qwen2();
+    j.erase("shared_expert_intermediate_size");
+    CHECK_THAT(error_of(j), Catch::Contains("shared_expert_intermediate_size: missing"));
+    j["shared_expert_intermediate_size"] = 0;
+    CHECK_THAT(error_of(j), Catch::Contains("shared_expert_intermediate_size: must be positive, found 0"));
+  }
+  SECTION("Qwen2-MoE's per-layer sliding windows are refused") {
+    Json j = qwen2();
+    j["use_sliding_window"] = true;
+    CHECK_THAT(error_of(j), Catch::Contains("use_sliding_window: true is not supported for qwen2_moe"));
+  }
+  SECTION("mlp_only_layers out of range, a zero sparse step") {
+    Json j = qwen3();
+    j["mlp_only_layers"] = {4};
+    CHECK_THAT(error_of(j), Catch::Contains("mlp_only_layers: layer 4 out of range [0, 4)"));
+    j["mlp_only_layers"] = Json::array();
+    j["decoder_sparse_step"] = 0;
+    CHECK_THAT(error_of(j), Catch::Contains("decoder_sparse_step: must be positive, found 0"));
+  }
+  SECTION("a dense layer without the dense width") {
+    Json j = qwen3();
+    j.erase("intermediate_size");
+    j["mlp_only_layers"] = {0};
+    CHECK_THAT(error_of(j), Catch::Contains("intermediate_size: required (positive) when a layer is dense"));
+  }
+  SECTION("Mixtral without experts") {
+    Json j = mixtral();
+    j["num_local_experts"] = 0;
+    CHECK_THAT(error_of(j), Catch::Contains("num_local_experts: must be positive, found 0"));
+  }
+  SECTION("a non-positive sliding window") {
+    Json j = mixtral();
+    j["sliding_window"] = 0;
+    CHECK_THAT(error_of(j), Catch::Contains("sliding_window: must be positive or null, found 0"));
+  }
 }

@@ -228,3 +228,27 @@ TEST_CASE("freeze modes select tensors by role, shared experts are the last rows
                                                       s.role == Role::MlpNorm || s.role == Role::FinalNorm));
   CHECK_THROWS_WITH(parse_train_mode("experts"), Catch::Contains("routed_shared_router"));
 }
+
+TEST_CASE("freeze modes on Qwen2-MoE: its shared expert and shared_expert_gate count as shared, never as router",
+          "[finetune][freeze][families]") {
+  ModelConfig c = ModelConfig::from_json(Json::parse(R"({"model_type": "qwen2_moe", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 24, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 20, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2, "mlp_only_layers": [1]})"), "test");
+  ModelWeights w = init_weights(c, 0, {});
+  // Role names (printable when a check fails), one per trained tensor, sorted.
+  auto roles_of = [&](TrainMode mode) {
+    std::multiset<std::string> roles;
+    for (const auto& s : plan_freeze(w, c, mode, false).slices) roles.insert(role_name(s.role));
+    return roles;
+  };
+  using Roles = std::multiset<std::string>;
+  // One MoE layer (0) and one dense layer (1).
+  CHECK(roles_of(TrainMode::Routed) == Roles{"expert", "expert"});
+  CHECK(roles_of(TrainMode::RoutedShared) ==
+        Roles{"expert", "expert", "shared_expert", "shared_expert", "shared_expert", "shared_expert_gate"});
+  CHECK(roles_of(TrainMode::RoutedSharedRouter).count("router") == 1);
+  CHECK(roles_of(TrainMode::RoutedSharedRouter).count("shared_expert_gate") == 1);
+  auto non_moe = roles_of(TrainMode::NonMoe);
+  for (const char* r : {"expert", "router", "shared_expert", "shared_expert_gate"}) CHECK(non_moe.count(r) == 0);
+  CHECK(non_moe.count("dense_mlp") == 3);  // the dense layer's MLP is not MoE
+}

@@ -102,3 +102,17 @@ TEST_CASE("score-based methods rank by their own statistic", "[surgery][selectio
   auto ex = choose_module(c, {"router-prob", keep1, true, 0}, src).selection;
   CHECK(ex.kept.at(0) == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7});
 }
+
+TEST_CASE("budgets a family's config cannot express are refused saying which work", "[surgery][selection][families]") {
+  for (const char* text : {R"({"model_type":"qwen3_moe","vocab_size":64,"hidden_size":32,"moe_intermediate_size":16,
+                             "num_hidden_layers":2,"num_attention_heads":4,"num_experts":8,"num_experts_per_tok":2})",
+                           R"({"model_type":"mixtral","vocab_size":64,"hidden_size":32,"intermediate_size":16,
+                             "num_hidden_layers":2,"num_attention_heads":4,"num_local_experts":8,"num_experts_per_tok":2})"}) {
+    ModelConfig c = ModelConfig::from_json(Json::parse(text), "config.json");
+    INFO(c.model_type());
+    CHECK_THROWS_WITH(Budget::per_layer(c, {4, 2}).validate(c),
+                      Catch::Contains("configs have one") && Catch::Contains("keep the same number in every layer"));
+    CHECK_NOTHROW(Budget::per_layer(c, {4, 4}).validate(c));
+    CHECK(Budget::fraction(c, 0.25).keep == std::vector<int64_t>{2, 2});
+  }
+}
