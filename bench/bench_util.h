@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/checkpoint/experts.h"
 #include "core/checkpoint/init.h"
 #include "core/checkpoint/provenance.h"
 #include "core/util/fs.h"
@@ -115,11 +116,11 @@ inline long peak_rss_anon_kb(const std::function<void()>& f) {
   return peak;
 }
 
-// Writes a randomly initialised emo-1b14b-shape checkpoint in bf16 (layers > 0: only that
-// many layers) with its provenance, as `emo init --preset emo-1b14b` does.
-inline void write_emo14b_shape(const fs::path& dir, int layers = 0) {
+// Writes a randomly initialised checkpoint of a preset's shape in bf16 (layers > 0: only
+// that many layers) with its provenance, as `emo init --preset NAME` does.
+inline void write_preset_shape(const fs::path& dir, const std::string& preset, int layers = 0) {
   AtomicDir out(dir, false);
-  ModelConfig c = ModelConfig::from_json(parse_json(find_preset("emo-1b14b").config_json, "preset"), "preset");
+  ModelConfig c = ModelConfig::from_json(parse_json(find_preset(preset).config_json, preset), preset);
   if (layers > 0) c.set_override("num_hidden_layers", std::to_string(layers));
   InitOptions o;
   o.dtype = DType::BF16;
@@ -127,6 +128,22 @@ inline void write_emo14b_shape(const fs::path& dir, int layers = 0) {
   prov.output_hash = write_initialised_model(out.path(), c, o);
   prov.write(out.path());
   out.commit();
+}
+inline void write_emo14b_shape(const fs::path& dir, int layers = 0) { write_preset_shape(dir, "emo-1b14b", layers); }
+
+// A fixed module of `c`: per MoE layer, routed experts 3, 11, 19, ... (every 8th) until the
+// layer keeps `keep` experts with its shared ones (EMO's shared columns are kept anyway).
+inline ExpertSelection every_eighth_expert(const ModelConfig& c, int64_t keep) {
+  ExpertSelection sel;
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l) {
+    if (specs[size_t(l)].dense()) continue;
+    const int64_t routed = specs[size_t(l)].num_routed();
+    for (int64_t e = 0; int64_t(sel.kept[l].size()) < keep - specs[size_t(l)].num_shared_experts; ++e)
+      sel.kept[l].push_back((3 + 8 * e) % routed);
+    std::sort(sel.kept[l].begin(), sel.kept[l].end());
+  }
+  return sel;
 }
 
 // A peer program driven line by line over pipes: the Python peers of the benchmarks

@@ -1,10 +1,11 @@
 // bench/extract: extract 16 of 128 experts per layer from an emo-1b14b-shape checkpoint
-// (bf16, written by `emo init --preset emo-1b14b` if absent) against `cp` of a file of
+// (bf16, written by `emo init --preset emo-1b14b` if absent; --preset qwen3-30b-a3b --layers 4
+// for a slice of another family's real shape) against `cp` of a file of
 // the output's size followed by `sync`, in one run, both with their input in the page
 // cache (the extraction runs once untimed to read its parts of the input). Also the
 // peak anonymous memory of the extraction. Goals: ratio <= 1.3x, RssAnon <= 1 GiB.
 //
-//   bench_extract [--model DIR] [--dir SCRATCH] [--keep 16] [--rounds 2]
+//   bench_extract [--model DIR] [--preset emo-1b14b] [--layers N] [--dir SCRATCH] [--keep 16] [--rounds 2]
 #include <cstring>
 
 #include "bench/bench_util.h"
@@ -17,29 +18,31 @@ using namespace emo;
 using namespace emo::bench;
 
 int main(int argc, char** argv) {
-  bench::check_flag_pairs(argc, argv, "bench_extract [--model DIR] [--dir SCRATCH] [--keep 16] [--rounds 2]");
+  bench::check_flag_pairs(argc, argv,
+                          "bench_extract [--model DIR] [--preset emo-1b14b] [--layers N] [--dir SCRATCH] [--keep 16] [--rounds 2]");
   fs::path dir = "/tmp/emo-bench-extract", model;
+  std::string preset = "emo-1b14b";
   int64_t keep = 16;
-  int rounds = 2;
+  int rounds = 2, layers = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
     else if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
     else if (!std::strcmp(argv[i], "--keep")) keep = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--preset")) preset = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]);
   }
   fs::create_directories(dir);
-  if (model.empty()) model = dir / "emo-1b14b";
+  if (model.empty()) model = dir / (layers > 0 ? preset + "-" + std::to_string(layers) + "layers" : preset);
   if (!fs::exists(model / "config.json")) {
-    std::printf("writing the emo-1b14b checkpoint (27 GB, a few minutes)...\n");
-    write_emo14b_shape(model);
+    std::printf("writing the %s checkpoint (bf16%s, a few minutes)...\n", preset.c_str(),
+                layers > 0 ? cat(", ", layers, " layers").c_str() : "");
+    write_preset_shape(model, preset, layers);
   }
   Checkpoint parent = Checkpoint::open(model);
   const ModelConfig& c = parent.config();
   // A fixed module: routed experts 3, 11, 19, ... (every 8th) plus the shared expert.
-  ExpertSelection sel;
-  for (int l = 0; l < int(c.num_hidden_layers); ++l)
-    for (int64_t e = 0; int64_t(sel.kept[l].size()) < keep - c.num_shared_experts; ++e) sel.kept[l].push_back((3 + 8 * e) % c.layers()[0].num_routed());
-  for (auto& [l, ids] : sel.kept) std::sort(ids.begin(), ids.end());
+  ExpertSelection sel = every_eighth_expert(c, keep);
   std::string parent_hash = parent_content_hash(parent, false);
   ExtractPlan plan = plan_extract(parent, sel, parent_hash);
   fs::path out_dir = dir / "module";

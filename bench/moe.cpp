@@ -1,9 +1,10 @@
 // bench/moe: forward + backward tokens/s of emo's sorted MoE dispatch against the
-// per-expert boolean-mask loop transformers uses, on an MoE-dominated shape (hidden 512,
-// 64 experts incl. 1 shared, top-8, expert FFN 256, 4 layers), same threads, one run.
-// Goal: >= 2x.
+// per-expert boolean-mask loop transformers uses, on an MoE-dominated shape of each family
+// (hidden 512, 4 layers; EMO: 64 experts incl. 1 shared, top-8, expert FFN 256; Qwen3-MoE:
+// 64, top-8, FFN 256; Qwen2-MoE: 60, top-4, FFN 256 + a shared expert of 1024; Mixtral: 8,
+// top-2, FFN 1024), same threads, one run. Goal: >= 2x.
 //
-//   bench_moe [--steps N] [--batch B] [--seq T] [--threads N]
+//   bench_moe [--family emo|qwen3_moe|qwen2_moe|mixtral] [--steps N] [--batch B] [--seq T] [--threads N]
 #include <cstring>
 
 #include "bench/bench_util.h"
@@ -32,29 +33,57 @@ double tokens_per_second(Model& model, const torch::Tensor& ids, Dispatch mode, 
   return double(ids.numel()) * steps / secs;
 }
 
+// Each family's tiny preset at an MoE-dominated shape: experts, top-k and expert width as
+// the family's real models proportion them.
+struct MoeShape {
+  const char* family;
+  const char* preset;
+  int64_t experts, top_k, width, shared_width;
+};
+const MoeShape kShapes[] = {
+    {"emo", "tiny", 64, 8, 256, 0},
+    {"qwen3_moe", "tiny-qwen3-moe", 64, 8, 256, 0},
+    {"qwen2_moe", "tiny-qwen2-moe", 60, 4, 256, 1024},
+    {"mixtral", "tiny-mixtral", 8, 2, 1024, 0},
+};
+
+ModelConfig moe_shape(const std::string& family) {
+  for (const MoeShape& m : kShapes) {
+    if (family != m.family) continue;
+    const Family& f = family_named(family);
+    Json j = parse_json(find_preset(m.preset).config_json, m.preset);
+    j["hidden_size"] = 512, j["num_attention_heads"] = 8, j["num_key_value_heads"] = 8;
+    j.erase("head_dim");
+    j[f.keys.experts] = m.experts, j["num_experts_per_tok"] = m.top_k, j[f.keys.expert_width] = m.width;
+    if (m.shared_width) j[f.keys.shared_width] = m.shared_width;
+    return ModelConfig::from_json(j, "bench shape");
+  }
+  std::fprintf(stderr, "--family: one of emo, qwen3_moe, qwen2_moe, mixtral\n");
+  std::exit(2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::check_flag_pairs(argc, argv, "bench_moe [--steps N] [--batch B] [--seq T] [--threads N]");
+  bench::check_flag_pairs(argc, argv, "bench_moe [--family NAME] [--steps N] [--batch B] [--seq T] [--threads N]");
   int steps = 3, batch = 8, seq = 256, threads = 0;
+  std::string family = "emo";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seq")) seq = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--family")) family = argv[i + 1];
   }
   configure_threads(threads);
-  Json j = parse_json(find_preset("tiny").config_json, "tiny");
-  j["hidden_size"] = 512, j["num_attention_heads"] = 8, j["num_key_value_heads"] = 8;
-  j["num_experts"] = 64, j["num_experts_per_tok"] = 8, j["intermediate_size"] = 256;
-  ModelConfig c = ModelConfig::from_json(j, "bench shape");
+  ModelConfig c = moe_shape(family);
   ModelWeights w = init_weights(c, 0, {});
   for (auto& p : named_params(w, c)) p.tensor->requires_grad_(true);
   Model model(c, std::move(w));
   auto gen = at::detail::createCPUGenerator(1);
   auto ids = at::randint(0, c.vocab_size, {batch, seq}, gen, torch::kInt64);
-  std::printf("shape: %lld layers, hidden %lld, %lld experts (1 shared), top-%lld, expert FFN %lld; batch %d x %d; %d threads\n",
-              (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_experts,
+  std::printf("shape: %s, %lld layers, hidden %lld, %lld experts, top-%lld, expert FFN %lld; batch %d x %d; %d threads\n",
+              c.model_type().c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_experts,
               (long long)c.num_experts_per_tok, (long long)c.intermediate_size, batch, seq, at::get_num_threads());
   double mask = tokens_per_second(model, ids, Dispatch::MaskLoop, steps);
   double sorted = tokens_per_second(model, ids, Dispatch::Sorted, steps);

@@ -62,42 +62,43 @@ Family olmoe_row() {
   return f;
 }
 
-Family qwen3_moe_row() {
+// What Qwen3-MoE and Qwen2-MoE share: Llama's names with dense layers by mlp_only_layers and
+// decoder_sparse_step, moe_intermediate_size for the experts, QwenConfig's defaults.
+Family qwen_row(const std::string& model_type, const std::string& hf_class) {
   Family f;
-  f.model_type = "qwen3_moe";
-  f.hf_class = "Qwen3MoeForCausalLM";
-  f.reference = "transformers 5.17.0 models/qwen3_moe/modeling_qwen3_moe.py";
+  f.model_type = model_type;
+  f.hf_class = hf_class;
+  f.reference = "transformers 5.17.0 models/" + model_type + "/modeling_" + model_type + ".py";
   f.names = llama_style_names();
-  f.names.q_norm = "model.layers.{L}.self_attn.q_norm.weight";
-  f.names.k_norm = "model.layers.{L}.self_attn.k_norm.weight";
   f.names.dense = "model.layers.{L}.mlp.{P}.{W}";
-  f.keys = {"num_experts", "num_local_experts", "moe_intermediate_size", "intermediate_size", "", "attention_bias",
+  f.keys = {"num_experts", "", "moe_intermediate_size", "intermediate_size", "", "attention_bias",
             {"head_dim", "decoder_sparse_step", "mlp_only_layers", "use_sliding_window", "sliding_window",
              "max_window_layers"}};
   f.defaults = {1e-6, 10000.0, 0.001, 32768, std::nullopt, std::nullopt, std::nullopt, false};
-  f.qk_norm = QKNorm::PerHead;
   f.dense = DenseLayers::SparseStep;
+  return f;
+}
+
+Family qwen3_moe_row() {
+  Family f = qwen_row("qwen3_moe", "Qwen3MoeForCausalLM");
+  f.names.q_norm = "model.layers.{L}.self_attn.q_norm.weight";
+  f.names.k_norm = "model.layers.{L}.self_attn.k_norm.weight";
+  f.keys.experts_alias = "num_local_experts";  // Qwen3MoeConfig.attribute_map; v5 writes this spelling
+  f.qk_norm = QKNorm::PerHead;
   f.sliding = SlidingWindow::Switched;
   return f;
 }
 
 Family qwen2_moe_row() {
-  Family f;
-  f.model_type = "qwen2_moe";
-  f.hf_class = "Qwen2MoeForCausalLM";
-  f.reference = "transformers 5.17.0 models/qwen2_moe/modeling_qwen2_moe.py";
-  f.names = llama_style_names();
-  f.names.dense = "model.layers.{L}.mlp.{P}.{W}";
+  Family f = qwen_row("qwen2_moe", "Qwen2MoeForCausalLM");
   f.names.shared_expert = "model.layers.{L}.mlp.shared_expert.{P}.weight";
   f.names.shared_expert_gate = "model.layers.{L}.mlp.shared_expert_gate.weight";
-  f.keys = {"num_experts", "", "moe_intermediate_size", "intermediate_size", "shared_expert_intermediate_size",
-            "qkv_bias",
-            {"head_dim", "decoder_sparse_step", "mlp_only_layers", "use_sliding_window", "sliding_window",
-             "max_window_layers", "layer_types"}};
-  f.defaults = {1e-6, 10000.0, 0.001, 32768, std::nullopt, std::nullopt, std::nullopt, true};
+  f.keys.shared_width = "shared_expert_intermediate_size";
+  f.keys.attention_bias = "qkv_bias";
+  f.keys.own.push_back("layer_types");
+  f.defaults.attention_bias = true;
   f.bias_scope = BiasScope::QKV;  // q/k/v biased by qkv_bias, o_proj never
   f.shared = SharedExperts::GatedMlp;
-  f.dense = DenseLayers::SparseStep;
   f.sliding = SlidingWindow::Refused;
   return f;
 }
@@ -139,6 +140,53 @@ const Family* find_family(const std::string& model_type) {
 std::string family_list() {
   std::string out;
   for (const auto& f : families()) out += (out.empty() ? "" : ", ") + f.model_type;
+  return out;
+}
+
+namespace {
+
+std::string code(const std::string& s) { return s.empty() ? "—" : "`" + s + "`"; }
+
+std::string traits_row(const Family& f) {
+  const char* norm = f.norm == NormOrder::WeightInFloat32 ? "(w·x₃₂)→dtype" : "w·(x₃₂→dtype)";
+  const char* qk = f.qk_norm == QKNorm::OverWidth ? "over the width" : f.qk_norm == QKNorm::PerHead ? "per head" : "—";
+  const char* router = f.always_norm_topk ? "softmax, top-k, renormalised" : "softmax, top-k, `norm_topk_prob`";
+  const char* shared = f.shared == SharedExperts::RouterColumns ? "last router columns"
+                       : f.shared == SharedExperts::GatedMlp    ? "MLP × sigmoid(gate)"
+                                                                 : "—";
+  const char* dense = f.dense == DenseLayers::PerLayerCounts ? "`num_experts_per_layer` 0"
+                      : f.dense == DenseLayers::SparseStep   ? "`mlp_only_layers`, `decoder_sparse_step`"
+                                                             : "—";
+  const char* window = f.sliding == SlidingWindow::Key        ? "`sliding_window`"
+                       : f.sliding == SlidingWindow::Switched ? "`sliding_window` if `use_sliding_window`"
+                       : f.sliding == SlidingWindow::Refused  ? "refused"
+                                                              : "—";
+  std::string bias = f.keys.attention_bias.empty() ? "—"
+                     : code(f.keys.attention_bias) + (f.bias_scope == BiasScope::QKV ? " (q, k, v)" : " (q, k, v, o)");
+  return cat("| `", f.model_type, "` | ", code(f.hf_class), " | ", code(f.keys.experts),
+             f.keys.experts_alias.empty() ? "" : " or " + code(f.keys.experts_alias), " | ", code(f.keys.expert_width),
+             " | ", dense, " | ", shared, " | ", qk, " | ", bias, " | ", norm, " | ", router, " | ",
+             f.per_layer_expert_counts ? "per layer" : "one for all layers", " | ", window, " |\n");
+}
+
+}  // namespace
+
+std::string family_tables_markdown() {
+  std::string out =
+      "| model_type | transformers class | expert count | expert width | dense layers | shared experts | q/k norm | "
+      "attention bias | RMSNorm | router | module budgets | sliding window |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const Family& f : families()) out += traits_row(f);
+  out += "\n| model_type | router | experts (per-expert layout) | expert projections | dense / shared MLP |\n"
+         "| --- | --- | --- | --- | --- |\n";
+  for (const Family& f : families()) {
+    const ArchNames& n = f.names;
+    std::string router = code(n.router) + (n.fused_router.empty() ? "" : "; fused layout: " + code(n.fused_router));
+    std::string mlp = code(n.dense) + (n.shared_expert.empty() ? "" : "; " + code(n.shared_expert) + ", " +
+                                                                          code(n.shared_expert_gate));
+    out += cat("| `", f.model_type, "` | ", router, " | ", code(n.expert), " | ", n.expert_proj[0], ", ",
+               n.expert_proj[1], ", ", n.expert_proj[2], " | ", mlp, " |\n");
+  }
   return out;
 }
 

@@ -109,5 +109,8 @@ const Family* find_family(const std::string& model_type);
 // The row for model_type; emo::Error listing the known ones otherwise.
 const Family& family_named(const std::string& model_type);
 std::string family_list();  // "emo, olmoe, ..." for messages
+// The rows as Markdown tables (traits, then tensor names): docs/families.md holds this text,
+// and a test keeps the two equal.
+std::string family_tables_markdown();
 
 }  // namespace emo

@@ -5,6 +5,8 @@
 #include "core/checkpoint/config.h"
 #include "core/checkpoint/module_info.h"
 #include "core/util/error.h"
+#include "core/util/fs.h"
+#include "test_util.h"
 
 using namespace emo;
 
@@ -410,4 +412,10 @@ TEST_CASE("family configs that cannot run are refused naming the key", "[config]
     j["sliding_window"] = 0;
     CHECK_THAT(error_of(j), Catch::Contains("sliding_window: must be positive or null, found 0"));
   }
+}
+
+TEST_CASE("docs/families.md shows the family rows as they are", "[config][families][docs]") {
+  const std::string doc = read_text_file((emo::test::source_dir() / "docs/families.md").string());
+  INFO("docs/families.md must contain, verbatim:\n" << family_tables_markdown());
+  CHECK(doc.find(family_tables_markdown()) != std::string::npos);
 }

@@ -121,38 +121,31 @@ const Variant kMixtralVariants[] = {
 
 }  // namespace
 
+// Every variant of a family against transformers, each with its own seed.
+template <size_t N>
+void check_variants(const char* type, const char* base, const Variant (&variants)[N], uint64_t seed) {
+  for (const auto& v : variants) {
+    INFO(type << ": " << v.name);
+    check_family(type, with_patch(base, v.patch), seed++, 64);
+  }
+}
+
 TEST_CASE("OLMoE: emo's logits equal transformers' OlmoeForCausalLM, both expert layouts, both ways",
           "[model][transformers]") {
-  uint64_t seed = 1;
-  for (const auto& v : kOlmoeVariants) {
-    INFO(v.name);
-    check_family("olmoe", with_patch(kOlmoeBase, v.patch), seed++, 64);
-  }
+  check_variants("olmoe", kOlmoeBase, kOlmoeVariants, 1);
 }
 
 TEST_CASE("Qwen3-MoE: emo's logits equal transformers' Qwen3MoeForCausalLM, both expert layouts, both ways",
           "[model][transformers]") {
-  uint64_t seed = 11;
-  for (const auto& v : kQwen3Variants) {
-    INFO(v.name);
-    check_family("qwen3_moe", with_patch(kQwen3Base, v.patch), seed++, 64);
-  }
+  check_variants("qwen3_moe", kQwen3Base, kQwen3Variants, 11);
 }
 
 TEST_CASE("Qwen2-MoE: emo's logits equal transformers' Qwen2MoeForCausalLM, both expert layouts, both ways",
           "[model][transformers]") {
-  uint64_t seed = 21;
-  for (const auto& v : kQwen2Variants) {
-    INFO(v.name);
-    check_family("qwen2_moe", with_patch(kQwen2Base, v.patch), seed++, 64);
-  }
+  check_variants("qwen2_moe", kQwen2Base, kQwen2Variants, 21);
 }
 
 TEST_CASE("Mixtral: emo's logits equal transformers' MixtralForCausalLM, both expert layouts, both ways",
           "[model][transformers]") {
-  uint64_t seed = 31;
-  for (const auto& v : kMixtralVariants) {
-    INFO(v.name);
-    check_family("mixtral", with_patch(kMixtralBase, v.patch), seed++, 64);
-  }
+  check_variants("mixtral", kMixtralBase, kMixtralVariants, 31);
 }
