@@ -60,6 +60,40 @@ double logits_gap(const std::string& dir, const std::string& ids_text, const tor
 
 }  // namespace
 
+// Every selection method and budget, every --train mode, and a config naming the wrong
+// family (one line, non-zero exit, nothing written).
+static void every_method_and_mode(const std::string& hf, const std::string& gsm8k, const std::string& corpus,
+                                  const TempDir& dir) {
+  auto path = [&](const std::string& name) { return q(dir / name); };
+  const int64_t layers = load_json_file((dir / "hf/config.json").string())["num_hidden_layers"].get<int64_t>();
+  std::string per_layer = "--keep-per-layer 3";
+  for (int64_t l = 1; l < layers; ++l) per_layer += ",3";
+  for (const char* method : {"router-prob", "layerwise-greedy", "easy-ep", "reap", "frequency", "random"}) {
+    INFO(method);
+    for (const std::string& budget : {std::string("--keep 4"), std::string("--keep-fraction 0.25"), per_layer}) {
+      INFO(budget);
+      const std::string out = path(std::string("e-") + method + ".json");
+      check_ok(run_emo("select --model " + hf + " --data " + gsm8k + " --limit 1 --method " + method + " " + budget +
+                       " --out " + out));
+    }
+  }
+  for (const char* mode : {"all", "routed", "routed_shared", "routed_shared_router", "non_moe"}) {
+    INFO(mode);
+    check_ok(run_emo("finetune --model " + hf + " --data " + corpus + " --train " + mode +
+                     " --limit 4 --batch-size 2 --max-steps 1 --seq-len 32 --threads 1 -q --out " + path(std::string("ft-") + mode)));
+  }
+  // The same weights under another family's model_type.
+  fs::copy(dir / "hf", dir / "wrong", fs::copy_options::recursive);
+  Json config = load_json_file((dir / "wrong/config.json").string());
+  config["model_type"] = config["model_type"] == "olmoe" ? "qwen3_moe" : "olmoe";
+  write_file_atomic(dir / "wrong/config.json", config.dump(2));
+  RunResult r = run_emo("extract --model " + path("wrong") + " --data " + gsm8k + " --limit 1 --keep 4 --out " + path("wrong-module"));
+  CHECK(r.code != 0);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_THAT(r.err, Catch::Contains("wrong"));
+  CHECK(!fs::exists(dir / "wrong-module"));
+}
+
 static void every_command(const FamilyCase& family) {
   for (bool fused : {false, true}) {
     INFO((fused ? "fused experts" : "per-expert tensors"));
@@ -106,6 +140,7 @@ static void every_command(const FamilyCase& family) {
     CHECK(logits_gap(path("other"), "5,60,700", torch::tensor({{5, 60, 700}}, torch::kInt64)) <= 1e-4);
     check_ok(run_emo("diff " + hf + " " + path("merged")));
     check_ok(run_emo("verify " + path("module") + " " + path("merged") + " " + path("other")));
+    if (!fused) every_method_and_mode(hf, gsm8k, corpus, dir);
   }
 }
 

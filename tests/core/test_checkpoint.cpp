@@ -198,7 +198,7 @@ std::string open_error(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("each family's checkpoints open in both layouts with one content hash; Mixtral's router moves with the layout",
+TEST_CASE("each family's checkpoints open in both layouts with one content hash, and Mixtral's router moves with the layout",
           "[checkpoint][families]") {
   TempDir tmp;
   for (const char* name : {"tiny-qwen3-moe", "tiny-qwen2-moe", "tiny-mixtral"}) {
