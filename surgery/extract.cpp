@@ -6,6 +6,7 @@
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/provenance.h"
 #include "core/util/error.h"
+#include "surgery/selection.h"
 
 namespace emo {
 
@@ -33,9 +34,7 @@ ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& select
   if (smallest != largest && smallest < pc.num_experts_per_tok)
     fail("selection", "", "layers keep between ", smallest, " and ", largest, " experts; with different budgets every layer "
          "must keep at least top_k = ", pc.num_experts_per_tok, " (the module has one num_experts_per_tok)");
-  if (smallest != largest && !pc.family->per_layer_expert_counts)
-    fail("selection", "", pc.model_type(), " configs have one ", pc.family->keys.experts,
-         " for all layers; keep the same number in every layer (--keep or --fraction)");
+  Budget::check_expressible(pc, smallest, largest, "selection");
 
   // The module's config: the parent's with the expert counts, top-k and metadata changed.
   Json j = pc.to_json();

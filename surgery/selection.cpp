@@ -52,9 +52,13 @@ void Budget::validate(const ModelConfig& c) const {
   if (smallest != largest && smallest < c.num_experts_per_tok)
     fail("--keep-per-layer", "", "per-layer budgets must each keep at least top_k = ", c.num_experts_per_tok,
          " experts (the smallest keeps ", smallest, "), since the module has one num_experts_per_tok");
+  check_expressible(c, smallest, largest, "--keep-per-layer");
+}
+
+void Budget::check_expressible(const ModelConfig& c, int64_t smallest, int64_t largest, const std::string& flag) {
   if (smallest != largest && !c.family->per_layer_expert_counts)
-    fail("--keep-per-layer", "", c.model_type(), " configs have one ", c.family->keys.experts,
-         " for all layers; keep the same number in every layer (--keep or --fraction)");
+    fail(flag, "", c.model_type(), " configs have one ", c.family->keys.experts,
+         " for all layers; keep the same number in every layer (--keep or --keep-fraction)");
 }
 
 int64_t Budget::module_top_k(const ModelConfig& c) const {

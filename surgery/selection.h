@@ -28,6 +28,9 @@ struct Budget {
   // top_k must be the same in every layer. emo::Error naming the layer otherwise.
   void validate(const ModelConfig& c) const;
   int64_t module_top_k(const ModelConfig& c) const;  // min(top_k, smallest K)
+  // Layers keeping between `smallest` and `largest` experts: emo::Error under `flag` when the
+  // family's config has one expert count for all layers (every family but EMO).
+  static void check_expressible(const ModelConfig& c, int64_t smallest, int64_t largest, const std::string& flag);
   int64_t routed_keep(const ModelConfig& c, int layer) const;
   Json to_json() const;
 };

@@ -56,10 +56,9 @@ std::string family_hint(const TensorStore& store, const ModelConfig& c) {
   // expert, q/k norm and shared-expert gate (either layout). Several may match: OLMoE and
   // Qwen3-MoE name all of these alike.
   auto matches = [&](const Family& f) {
-    CanonicalTensor router{"", Role::Router, {}, 0};
-    const std::string fused_router = stored_name(f, router, ExpertLayout::Fused);
     const bool experts = store.contains(expert_tensor_name(f, 0, 0, Proj::Gate)) || store.contains(fused_gate_up_name(f, 0));
-    const bool routers = store.contains(router_name(f, 0)) || store.contains(fused_router);
+    const bool routers = store.contains(router_name(f, 0)) ||
+                         (!f.names.fused_router.empty() && store.contains(expand_layer(f.names.fused_router, 0)));
     if (!experts || !routers) return false;
     for (const std::string* tmpl : {&f.names.attn_norm, &f.names.mlp_norm, &f.names.q_norm, &f.names.shared_expert_gate})
       if (!tmpl->empty() && !store.contains(expand_layer(*tmpl, 0))) return false;

@@ -48,6 +48,14 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return b.defined() ? torch::linear(x, w, b) : torch::linear(x, w);
 }
 
+// A SwiGLU MLP: down(silu(gate(x)) * up(x)); biases where given (dense layers, Qwen2-MoE's
+// shared expert).
+torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up, const torch::Tensor& down,
+                     const torch::Tensor& gate_bias = {}, const torch::Tensor& up_bias = {},
+                     const torch::Tensor& down_bias = {}) {
+  return linear(torch::silu(linear(x, gate, gate_bias)) * linear(x, up, up_bias), down, down_bias);
+}
+
 torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep) {
   if (n_rep == 1) return x;
   auto s = x.sizes();  // [B, kv, T, hd]
@@ -132,10 +140,7 @@ torch::Tensor Model::attention(size_t l, const torch::Tensor& x, const torch::Te
 torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const ForwardOptions& options) {
   const LayerWeights& L = weights_.layers[l];
   const LayerSpec& spec = layers_[l];
-  if (spec.dense()) {
-    auto gate = linear(x, L.dense_gate, L.dense_gate_bias), up = linear(x, L.dense_up, L.dense_up_bias);
-    return linear(torch::silu(gate) * up, L.dense_down, L.dense_down_bias);
-  }
+  if (spec.dense()) return swiglu(x, L.dense_gate, L.dense_up, L.dense_down, L.dense_gate_bias, L.dense_up_bias, L.dense_down_bias);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2);
   auto flat = x.reshape({B * T, H});
   auto logits = torch::linear(flat, L.router);
@@ -160,10 +165,8 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
   auto y = dispatch_experts(flat, r, L.gate_up, L.down, options.dispatch,
                             trace && trace->keep_expert_norms ? &dt : nullptr);
   // Qwen2-MoE: routed output + sigmoid(shared_expert_gate(x)) * shared_expert(x).
-  if (spec.gated_shared_mlp) {
-    auto shared = torch::linear(torch::silu(torch::linear(flat, L.shared_gate)) * torch::linear(flat, L.shared_up), L.shared_down);
-    y = y + torch::sigmoid(torch::linear(flat, L.shared_expert_gate)) * shared;
-  }
+  if (spec.gated_shared_mlp)
+    y = y + torch::sigmoid(torch::linear(flat, L.shared_expert_gate)) * swiglu(flat, L.shared_gate, L.shared_up, L.shared_down);
   if (trace) {
     if (trace->keep_logits) trace->logits[l] = logits;
     if (trace->keep_routing) trace->ids[l] = r.ids, trace->weights[l] = r.weights;
