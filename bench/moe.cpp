@@ -2,7 +2,9 @@
 // per-expert boolean-mask loop transformers uses, on an MoE-dominated shape of each family
 // (hidden 512, 4 layers; EMO: 64 experts incl. 1 shared, top-8, expert FFN 256; Qwen3-MoE:
 // 64, top-8, FFN 256; Qwen2-MoE: 60, top-4, FFN 256 + a shared expert of 1024; Mixtral: 8,
-// top-2, FFN 1024), same threads, one run. Goal: >= 2x.
+// top-2, FFN 1024), same threads, one run. Goal: >= 2x. Not met on a CPU once libgomp's
+// spinning no longer slows the loop's many small GEMMs (core/model/startup/omp_wait.cpp):
+// both paths do the same GEMMs; docs/performance.md has the figures with and without it.
 //
 //   bench_moe [--family emo|qwen3_moe|qwen2_moe|mixtral] [--steps N] [--batch B] [--seq T] [--threads N]
 #include <cstring>
