@@ -23,6 +23,9 @@ void BudgetFlags::add(CLI::App* cmd) {
   cmd->add_option("--keep", keep, "Experts kept per layer, shared ones included (keep 16 = 15 routed + 1 shared)");
   cmd->add_option("--keep-fraction", keep_fraction, "Fraction of each layer's experts to keep (0.25, 0.125, ...)");
   cmd->add_option("--keep-per-layer", keep_per_layer, "Per-layer budgets K0,K1,... (each >= top_k)");
+  cmd->add_option("--keep-mass", keep_mass,
+                  "ESFT's rule: per layer the fewest experts whose share of the method's score reaches P, at least "
+                  "top_k (router-prob or frequency; ESFT uses 0.1 and 0.2)");
 }
 
 BudgetRequest BudgetFlags::request() const {
@@ -30,6 +33,7 @@ BudgetRequest BudgetFlags::request() const {
   if (keep != -1) r.keep = keep;
   if (keep_fraction != -1) r.keep_fraction = keep_fraction;
   if (!keep_per_layer.empty()) r.keep_per_layer = parse_id_list(keep_per_layer, "--keep-per-layer");
+  if (keep_mass != -1) r.keep_mass = keep_mass;
   return r;
 }
 

@@ -18,6 +18,7 @@ struct BudgetFlags {
   int64_t keep = -1;          // -1: not given (0 is a budget, and an error)
   double keep_fraction = -1;
   std::string keep_per_layer;
+  double keep_mass = -1;
   void add(CLI::App* cmd);
   BudgetRequest request() const;
 };

@@ -5,12 +5,16 @@
 
 namespace emo {
 
-Budget BudgetRequest::resolve(const ModelConfig& c) const {
-  int given = int(keep.has_value()) + int(keep_fraction.has_value()) + int(!keep_per_layer.empty());
-  if (given != 1) fail("budget", "--keep", "give exactly one of --keep K, --keep-fraction F, --keep-per-layer K0,K1,...");
+Budget BudgetRequest::resolve(const ModelConfig& c, const std::function<torch::Tensor(int)>& scores,
+                             bool* padded) const {
+  int given = int(keep.has_value()) + int(keep_fraction.has_value()) + int(!keep_per_layer.empty()) +
+              int(keep_mass.has_value());
+  if (given != 1)
+    fail("budget", "--keep", "give exactly one of --keep K, --keep-fraction F, --keep-per-layer K0,K1,..., --keep-mass P");
   Budget b = keep ? Budget::uniform(c, *keep)
              : keep_fraction ? Budget::fraction(c, *keep_fraction)
-                             : Budget::per_layer(c, keep_per_layer);
+             : keep_mass ? Budget::mass(c, *keep_mass, scores, padded)
+                         : Budget::per_layer(c, keep_per_layer);
   b.validate(c);
   return b;
 }
@@ -20,6 +24,7 @@ Json BudgetRequest::to_json() const {
   if (keep) j["keep"] = *keep;
   if (keep_fraction) j["keep_fraction"] = *keep_fraction;
   if (!keep_per_layer.empty()) j["keep_per_layer"] = keep_per_layer;
+  if (keep_mass) j["keep_mass"] = *keep_mass;
   return j;
 }
 
@@ -55,12 +60,42 @@ RouteStats route_examples(Model& model, const std::string& model_hash, const Exa
   return s;
 }
 
+namespace {
+
+// What --keep-mass sums: the method's own scores, which only router-prob and frequency
+// (ESFT's two) have; asked for only when --keep-mass is given.
+std::function<torch::Tensor(int)> mass_scores(const SelectionMethod& method, const RouteStats* stats) {
+  return [&method, stats](int layer) {
+    torch::Tensor s = stats ? method.layer_scores(*stats, layer) : torch::Tensor();
+    if (!s.defined())
+      fail("--keep-mass", "--method " + method.name(),
+           "sums a score from the routing statistics: use --method router-prob (ESFT's average gate score) or "
+           "frequency (ESFT's token selection ratio)");
+    return s;
+  };
+}
+
+// The share of layer `layer`'s routed score (always-active experts left out, as
+// Budget::mass sums it) that `ids` hold: what --keep-mass promised to reach.
+double routed_share(const ModelConfig& c, int layer, const torch::Tensor& score, const std::vector<int64_t>& ids) {
+  const LayerSpec s = c.layers()[size_t(layer)];
+  auto v = score.to(torch::kCPU, torch::kFloat64).narrow(0, 0, s.num_routed()).clone();
+  for (int64_t a : s.always_active) v[a] = 0;
+  const double total = v.sum().item<double>();
+  double kept = 0;
+  for (int64_t e : ids) kept += v[e].item<double>();
+  return total > 0 ? kept / total : 0.0;
+}
+
+}  // namespace
+
 ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, const SelectionSources& src) {
   const SelectionMethod& method = find_selection_method(req.method);
   ModuleChoice out;
-  out.budget = req.budget.resolve(config);
   if (method.needs_stats() && !src.stats)
     fail("--method " + req.method, "--data", "needs routing statistics: give --data FILE (or --stats FILE)");
+  bool padded = false;
+  out.budget = req.budget.resolve(config, mass_scores(method, src.stats), &padded);
   if (method.needs_forward() && (!src.model || !src.examples))
     fail("--method " + req.method, "--data", "runs the model on the examples: give --model and --data");
   SelectionInput in{config, out.budget, src.stats, req.seed, {}, src.listed};
@@ -84,12 +119,16 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
       auto share = normalised(src.stats->mean_prob(l));
       double kept_mass = 0;
       for (int64_t e : ids) kept_mass += share[e].item<double>();
-      entry["router_prob_mass_kept"] = kept_mass;
+      entry["router_prob_mass_kept"] = kept_mass;  // of every column's probability, shared ones included
     }
+    if (req.budget.keep_mass) entry["score_mass_kept"] = routed_share(config, l, mass_scores(method, src.stats)(l), ids);
     layers[std::to_string(l)] = entry;
   }
   out.report = {{"method", req.method}, {"budget", out.budget.to_json()}, {"exclude", req.exclude},
                 {"module_top_k", out.budget.module_top_k(config)}, {"layers", layers}};
+  if (req.budget.keep_mass)
+    out.report["keep_mass"] = {{"p", *req.budget.keep_mass}, {"score", req.method},
+                               {"padded_to_one_count", padded}};
   return out;
 }
 

@@ -19,7 +19,11 @@ struct BudgetRequest {
   std::optional<int64_t> keep;
   std::optional<double> keep_fraction;
   std::vector<int64_t> keep_per_layer;
-  Budget resolve(const ModelConfig& c) const;  // exactly one of the three; validated
+  std::optional<double> keep_mass;  // ESFT's rule over the method's scores (Budget::mass)
+  // Exactly one of the four; validated. --keep-mass sums `scores` (the method's; undefined
+  // tensors: the method has none) and reports whether it was padded.
+  Budget resolve(const ModelConfig& c, const std::function<torch::Tensor(int layer)>& scores = {},
+                 bool* padded = nullptr) const;
   Json to_json() const;
 };
 

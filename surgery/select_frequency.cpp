@@ -9,8 +9,11 @@ class Frequency : public SelectionMethod {
   std::string name() const override { return "frequency"; }
   std::string description() const override { return "most often in the tokens' top-k"; }
   std::string reference() const override { return "top-k selection counts (e.g. OLMoE's expert-usage analysis)"; }
+  torch::Tensor layer_scores(const RouteStats& stats, int layer) const override {
+    return stats.layers[size_t(layer)].select_count;
+  }
   ExpertSelection select(const SelectionInput& in) const override {
-    return keep_top_scored(in.config, in.budget, [&](int l) { return in.stats->layers[size_t(l)].select_count; });
+    return keep_top_scored(in.config, in.budget, [&](int l) { return layer_scores(*in.stats, l); });
   }
 };
 }  // namespace

@@ -31,6 +31,38 @@ Budget Budget::per_layer(const ModelConfig& c, const std::vector<int64_t>& keep)
   return b;
 }
 
+Budget Budget::mass(const ModelConfig& c, double p, const std::function<torch::Tensor(int)>& routed_score, bool* padded) {
+  if (!(p > 0 && p <= 1)) fail("--keep-mass", std::to_string(p), "must be in (0, 1]");
+  Budget b;
+  auto specs = c.layers();
+  int64_t largest = 0;
+  for (int l = 0; l < int(specs.size()); ++l) {
+    const LayerSpec& s = specs[size_t(l)];
+    if (s.dense()) {
+      b.keep.push_back(0);
+      continue;
+    }
+    auto score = routed_score(l).to(torch::kCPU, torch::kFloat64).narrow(0, 0, s.num_routed()).clone();
+    for (int64_t a : s.always_active) score[a] = 0;
+    std::vector<double> v(score.data_ptr<double>(), score.data_ptr<double>() + score.numel());
+    std::sort(v.begin(), v.end(), std::greater<double>());
+    const double total = std::accumulate(v.begin(), v.end(), 0.0);
+    int64_t n = 0;
+    // ESFT's loop (scripts/generate_expert_config.py): add experts while the sum is below p.
+    for (double sum = 0; n < int64_t(v.size()) && (n == 0 || sum < p * total); ++n) sum += v[size_t(n)];
+    const int64_t fixed = int64_t(s.always_active.size()) + (s.always_active.empty() ? s.num_shared_experts : 0);
+    const int64_t floor = std::min(s.num_experts, c.num_experts_per_tok + (s.always_active.empty() ? s.num_shared_experts : 0));
+    b.keep.push_back(std::min(s.num_experts, std::max(n + fixed, floor)));
+    largest = std::max(largest, b.keep.back());
+  }
+  const bool pad = !c.family->per_layer_expert_counts;
+  if (pad)
+    for (size_t l = 0; l < specs.size(); ++l)
+      if (!specs[l].dense()) b.keep[l] = std::min(specs[l].num_experts, largest);
+  if (padded) *padded = pad;
+  return b;
+}
+
 void Budget::validate(const ModelConfig& c) const {
   auto specs = c.layers();
   int64_t smallest = INT64_MAX, largest = 0;

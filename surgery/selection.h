@@ -24,6 +24,13 @@ struct Budget {
   static Budget uniform(const ModelConfig& c, int64_t keep);
   static Budget fraction(const ModelConfig& c, double fraction);  // K_l = round(f * E_l), at least shared + 1
   static Budget per_layer(const ModelConfig& c, const std::vector<int64_t>& keep);
+  // ESFT's rule (--keep-mass P): per MoE layer, the fewest routed experts whose share of the
+  // layer's score (always-active experts left out: kept anyway) reaches P, never fewer than
+  // top_k, so the module routes as many experts per token as the model. A family whose
+  // config holds one expert count gets the largest layer's count everywhere (`padded` set),
+  // which keeps at least P in every layer.
+  static Budget mass(const ModelConfig& c, double p, const std::function<torch::Tensor(int layer)>& routed_score,
+                     bool* padded = nullptr);
   // Every MoE layer keeps at least one routed expert and at most all; a budget below
   // top_k must be the same in every layer. emo::Error naming the layer otherwise.
   void validate(const ModelConfig& c) const;
@@ -54,6 +61,9 @@ class SelectionMethod {
   virtual std::string reference() const = 0;
   virtual bool needs_stats() const { return true; }
   virtual bool needs_forward() const { return false; }  // runs its own forward passes
+  // Layer `layer`'s expert scores from the statistics alone (any scale; higher is kept
+  // first), where the method ranks by such a score: what --keep-mass sums. Undefined else.
+  virtual torch::Tensor layer_scores(const RouteStats&, int /*layer*/) const { return {}; }
   virtual ExpertSelection select(const SelectionInput& in) const = 0;
 };
 

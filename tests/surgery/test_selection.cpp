@@ -116,3 +116,76 @@ TEST_CASE("budgets a family's config cannot express are refused saying which wor
     CHECK(Budget::fraction(c, 0.25).keep == std::vector<int64_t>{2, 2});
   }
 }
+
+namespace {
+
+// Two MoE layers of 8 routed experts, top-2: layer 0's scores are concentrated (0.5, 0.3,
+// then 0.2 spread evenly), layer 1's flat (1/8 each).
+RouteStats mass_stats() {
+  RouteStats s;
+  s.tokens = 1;
+  s.layers.resize(2);
+  const double rest = 0.2 / 6;
+  s.layers[0].prob_sum = torch::tensor({0.3, rest, 0.5, rest, rest, rest, rest, rest}, torch::kFloat64);
+  s.layers[1].prob_sum = torch::full({8}, 0.125, torch::kFloat64);
+  s.layers[0].select_count = torch::tensor({30L, 4L, 50L, 4L, 4L, 4L, 2L, 2L}, torch::kInt64);  // of 100
+  s.layers[1].select_count = torch::full({8}, 5L, torch::kInt64);
+  for (auto& l : s.layers) {
+    l.moe = true;
+    l.easy_ep = l.reap_sum = l.gate_sum = torch::zeros({8}, torch::kFloat64);
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("keep-mass (ESFT): the fewest experts reaching the share, never fewer than top_k", "[surgery][selection]") {
+  ModelConfig c = tiny_config(R"({"num_shared_experts":0,"num_experts_per_tok":2})");
+  RouteStats s = mass_stats();
+  SelectionSources src;
+  src.stats = &s;
+  auto choose = [&](const char* method, double p) {
+    BudgetRequest b;
+    b.keep_mass = p;
+    return choose_module(c, {method, b, false, 0}, src);
+  };
+  // Layer 0: 0.5 + 0.3 = 0.8 reaches 0.8 with two experts, 0.5 alone reaches 0.5; layer 1:
+  // 0.8 needs 7 of the flat 1/8s (6/8 = 0.75 < 0.8), 0.5 needs 4.
+  ModuleChoice m = choose("router-prob", 0.8);
+  CHECK(m.budget.keep == std::vector<int64_t>{2, 7});
+  CHECK(m.selection.kept.at(0) == std::vector<int64_t>{0, 2});
+  CHECK(m.report["layers"]["0"]["score_mass_kept"].get<double>() == Approx(0.8));
+  CHECK(m.report["layers"]["1"]["score_mass_kept"].get<double>() == Approx(7.0 / 8));
+  CHECK(m.report["keep_mass"]["padded_to_one_count"] == false);
+  // 0.5 is reached by expert 2 alone, but top_k = 2 experts stay: the module routes as the
+  // model does. Frequency sums its own score, the selection counts (same shares here).
+  CHECK(choose("router-prob", 0.5).budget.keep == std::vector<int64_t>{2, 4});
+  CHECK(choose("frequency", 0.8).budget.keep == std::vector<int64_t>{2, 7});
+  CHECK(choose("router-prob", 1.0).budget.keep == std::vector<int64_t>{8, 8});
+  // Only ESFT's two scores can be summed; P outside (0, 1] is refused.
+  CHECK_THROWS_WITH(choose("reap", 0.5), Catch::Contains("--keep-mass") && Catch::Contains("router-prob"));
+  CHECK_THROWS_WITH(choose("random", 0.5), Catch::Contains("--keep-mass"));
+  CHECK_THROWS_WITH(choose("router-prob", 0.0), Catch::Contains("must be in (0, 1]"));
+  CHECK_THROWS_WITH(choose("router-prob", 1.5), Catch::Contains("must be in (0, 1]"));
+  BudgetRequest both;
+  both.keep_mass = 0.5;
+  both.keep = 2;
+  CHECK_THROWS_WITH(choose_module(c, {"router-prob", both, false, 0}, src), Catch::Contains("exactly one of"));
+}
+
+TEST_CASE("keep-mass (ESFT) on a family with one expert count keeps the largest layer's count everywhere",
+          "[surgery][selection][families]") {
+  ModelConfig c = ModelConfig::from_json(
+      Json::parse(R"({"model_type":"qwen3_moe","vocab_size":64,"hidden_size":32,"moe_intermediate_size":16,
+                      "num_hidden_layers":2,"num_attention_heads":4,"num_experts":8,"num_experts_per_tok":2})"),
+      "config.json");
+  RouteStats s = mass_stats();
+  SelectionSources src;
+  src.stats = &s;
+  BudgetRequest b;
+  b.keep_mass = 0.8;
+  ModuleChoice m = choose_module(c, {"router-prob", b, false, 0}, src);
+  CHECK(m.budget.keep == std::vector<int64_t>{7, 7});  // layer 1 needs 7: layer 0 keeps 7 too
+  CHECK(m.report["keep_mass"]["padded_to_one_count"] == true);
+  CHECK(m.report["layers"]["0"]["score_mass_kept"].get<double>() >= 0.8);
+}
