@@ -78,9 +78,7 @@ std::function<torch::Tensor(int)> mass_scores(const SelectionMethod& method, con
 // The share of layer `layer`'s routed score (always-active experts left out, as
 // Budget::mass sums it) that `ids` hold: what --keep-mass promised to reach.
 double routed_share(const ModelConfig& c, int layer, const torch::Tensor& score, const std::vector<int64_t>& ids) {
-  const LayerSpec s = c.layers()[size_t(layer)];
-  auto v = score.to(torch::kCPU, torch::kFloat64).narrow(0, 0, s.num_routed()).clone();
-  for (int64_t a : s.always_active) v[a] = 0;
+  auto v = routed_mass_scores(c.layers()[size_t(layer)], score);
   const double total = v.sum().item<double>();
   double kept = 0;
   for (int64_t e : ids) kept += v[e].item<double>();

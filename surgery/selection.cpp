@@ -42,16 +42,16 @@ Budget Budget::mass(const ModelConfig& c, double p, const std::function<torch::T
       b.keep.push_back(0);
       continue;
     }
-    auto score = routed_score(l).to(torch::kCPU, torch::kFloat64).narrow(0, 0, s.num_routed()).clone();
-    for (int64_t a : s.always_active) score[a] = 0;
+    auto score = routed_mass_scores(s, routed_score(l));
     std::vector<double> v(score.data_ptr<double>(), score.data_ptr<double>() + score.numel());
     std::sort(v.begin(), v.end(), std::greater<double>());
     const double total = std::accumulate(v.begin(), v.end(), 0.0);
     int64_t n = 0;
     // ESFT's loop (scripts/generate_expert_config.py): add experts while the sum is below p.
     for (double sum = 0; n < int64_t(v.size()) && (n == 0 || sum < p * total); ++n) sum += v[size_t(n)];
-    const int64_t fixed = int64_t(s.always_active.size()) + (s.always_active.empty() ? s.num_shared_experts : 0);
-    const int64_t floor = std::min(s.num_experts, c.num_experts_per_tok + (s.always_active.empty() ? s.num_shared_experts : 0));
+    const int64_t shared = s.always_active.empty() ? s.num_shared_experts : 0;  // as routed_keep counts them
+    const int64_t fixed = int64_t(s.always_active.size()) + shared;
+    const int64_t floor = std::min(s.num_experts, c.num_experts_per_tok + shared);
     b.keep.push_back(std::min(s.num_experts, std::max(n + fixed, floor)));
     largest = std::max(largest, b.keep.back());
   }
@@ -139,6 +139,12 @@ ExpertSelection complement(const ExpertSelection& sel, const ModelConfig& c) {
     out.kept[layer] = rest;
   }
   return out;
+}
+
+torch::Tensor routed_mass_scores(const LayerSpec& s, const torch::Tensor& score) {
+  auto v = score.to(torch::kCPU, torch::kFloat64).narrow(0, 0, s.num_routed()).clone();
+  for (int64_t a : s.always_active) v[a] = 0;
+  return v;
 }
 
 torch::Tensor normalised(const torch::Tensor& score) {

@@ -75,6 +75,9 @@ ExpertSelection keep_top_scored(const ModelConfig& c, const Budget& b,
                                 const std::function<torch::Tensor(int layer)>& routed_score);
 // The complement within the routed experts: everything except what `sel` keeps (--exclude).
 ExpertSelection complement(const ExpertSelection& sel, const ModelConfig& c);
+// Layer `s`'s routed experts' scores as float64 with the always-active ones set to 0: what
+// --keep-mass sums (those experts are kept anyway) and reports the share of.
+torch::Tensor routed_mass_scores(const LayerSpec& s, const torch::Tensor& score);
 // Per-layer scores normalised across the layer's experts (sum 1), for reports.
 torch::Tensor normalised(const torch::Tensor& score);
 

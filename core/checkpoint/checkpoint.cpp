@@ -252,7 +252,12 @@ class RunWriter {
     if (n > kRunBytes) {
       hasher_.wait();
       hasher_.start([&h, data, n] { h.update(data, n); });
-      writer_.write(out_name, data, n);
+      try {
+        writer_.write(out_name, data, n);
+      } catch (...) {
+        hasher_.wait_quietly();  // the task reads the source's buffer, gone once we unwind
+        throw;
+      }
       hasher_.wait();
       return;
     }
