@@ -35,7 +35,8 @@ void add_extract(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print the result as JSON");
   cmd->footer(
       "Writes OUT/config.json (expert counts, top-k, and emo_module: where each expert came from), the weights (layout and\n"
-      "sharding like the parent), the parent's tokenizer files, provenance.yaml and README.md. Example:\n"
+      "sharding like the parent), the parent's tokenizer files, provenance.yaml and README.md; with --max-bytes the\n"
+      "weight files are checked to fit before anything appears. Example:\n"
       "  emo extract --model out/tiny --data data/gsm8k/train.jsonl --limit 1 --shots 8 --keep 4 --out out/math-module");
   cmd->callback([o] {
     Checkpoint parent = Checkpoint::open(o->model);
@@ -85,6 +86,8 @@ void add_extract(CLI::App& app) {
       src.examples = ex ? &ex->tokens : nullptr;
       src.listed = o->experts.empty() ? nullptr : &listed;
       src.batch = o->examples.batch;
+      std::optional<ModuleBytes> sizes;
+      if (o->budget.request().max_bytes) src.bytes = &sizes.emplace(module_bytes(parent));
       ModuleChoice choice = choose_module(parent.config(), {method, o->budget.request(), o->exclude, o->seed}, src);
       selection = choice.selection;
       report = choice.report;
@@ -104,9 +107,14 @@ void add_extract(CLI::App& app) {
     Progress bar("extract", 0, "bytes");
     prov.output_hash = write_extract(parent, plan, out.path(), [&](uint64_t done) { bar.update(done); });
     bar.finish();
+    const uint64_t weights = weight_file_bytes(out.path());
+    if (auto limit = o->budget.request().max_bytes; limit && weights > *limit)  // the plan's bound failed: write nothing
+      fail("--max-bytes", std::to_string(*limit), "the module's weight files take ", weights,
+           " bytes, over the budget (a bug in the size plan: please report it)");
     prov.finished = now_iso8601();
     prov.metrics["parameters"] = count_params(plan.config).total;
     prov.metrics["seconds"] = bar.elapsed_seconds();
+    prov.metrics["weight_bytes"] = weights;
     prov.write(out.path());
     write_file_atomic(out / kModelCardFile,
                       model_card("Module of " + parent.dir().filename().string(), plan.config, prov,
@@ -115,7 +123,7 @@ void add_extract(CLI::App& app) {
                                      "shared experts last.")));
     out.commit();
     Json j = {{"out", out.target().string()}, {"content_hash", prov.output_hash}, {"parent_hash", parent_hash},
-              {"module", plan.summary()}};
+              {"module", plan.summary()}, {"weight_bytes", weights}};
     if (o->json) print_json(j);
     else print_line("wrote " + out.target().string() + " (" + prov.output_hash + ")");
   });

@@ -60,6 +60,8 @@ void add_select(CLI::App& app) {
     src.model = m ? m->model.get() : nullptr;
     src.examples = ex ? &ex->tokens : nullptr;
     src.batch = o->examples.batch;
+    std::optional<ModuleBytes> sizes;
+    if (req.budget.max_bytes) src.bytes = &sizes.emplace(module_bytes(ck));
     ModuleChoice choice = choose_module(ck.config(), req, src);
     choice.selection.save(o->out);
     if (!o->report.empty()) write_file_atomic(o->report, choice.report.dump(2) + "\n");

@@ -118,6 +118,20 @@ std::string first_sentence(const std::string& footer) {
   return text;
 }
 
+// The flag's validator (emo's flags have at most one), copied: the app is gone by the time
+// a recipe is checked. Empty when the flag has none.
+std::function<std::string(const std::string&)> value_check(const CLI::Option& opt) {
+  try {
+    CLI::Validator v = *const_cast<CLI::Option&>(opt).get_validator();
+    return [v](const std::string& value) mutable {
+      std::string copy = value;
+      return v(copy);
+    };
+  } catch (const CLI::OptionNotFound&) {
+    return {};
+  }
+}
+
 }  // namespace
 
 StepCatalogue step_catalogue() {
@@ -140,6 +154,7 @@ StepCatalogue step_catalogue() {
       s.required = opt->get_required();
       s.input_path = kInputPathFlags.count(key) > 0;
       s.choices = choices_of(*opt);
+      if (s.choices.empty()) s.check = value_check(*opt);
       s.help = opt->get_description();
       t.settings.push_back(s);
     }

@@ -26,6 +26,23 @@ void BudgetFlags::add(CLI::App* cmd) {
   cmd->add_option("--keep-mass", keep_mass,
                   "ESFT's rule: per layer the fewest experts whose share of the method's score reaches P, at least "
                   "top_k (router-prob or frequency; ESFT uses 0.1 and 0.2)");
+  cmd->add_option("--max-bytes", max_bytes,
+                  "The largest module whose weight files fit in SIZE (8GB, 500MiB, bytes), never below top_k per "
+                  "layer; spread over layers by the scores where the family allows (EMO)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            try {
+              parse_size(text, "");
+              return std::string();
+            } catch (const Error& e) {
+              return cat(text, ": ", e.detail());  // so recipes refuse it before any step runs
+            }
+          },
+          "SIZE"));
+  cmd->add_option("--per-layer", per_layer,
+                  "same: --keep/--keep-fraction in every layer; auto: their total spread over layers by the "
+                  "scores, the largest share of a layer's routed score first (EMO's configs only)")
+      ->check(CLI::IsMember({"same", "auto"}));
 }
 
 BudgetRequest BudgetFlags::request() const {
@@ -34,6 +51,8 @@ BudgetRequest BudgetFlags::request() const {
   if (keep_fraction != -1) r.keep_fraction = keep_fraction;
   if (!keep_per_layer.empty()) r.keep_per_layer = parse_id_list(keep_per_layer, "--keep-per-layer");
   if (keep_mass != -1) r.keep_mass = keep_mass;
+  if (!max_bytes.empty()) r.max_bytes = parse_size(max_bytes, "--max-bytes");
+  r.per_layer_auto = per_layer == "auto";
   return r;
 }
 

@@ -19,6 +19,8 @@ struct BudgetFlags {
   double keep_fraction = -1;
   std::string keep_per_layer;
   double keep_mass = -1;
+  std::string max_bytes;
+  std::string per_layer = "same";
   void add(CLI::App* cmd);
   BudgetRequest request() const;
 };

@@ -358,6 +358,8 @@ void Loader::check_value(RecipeStep& step, const SettingSpec& spec, SettingValue
     if (spec.kind == K::Bool && !v.is_bool) error(v.pos, field, "expected true or false, got \"", item, "\"");
     if (!spec.choices.empty()) check_choice(spec, item, v.pos, field);
     check_references(&step, item, v.pos, field, &step.depends_on);
+    if (spec.check && find_references(item).empty())
+      if (std::string why = spec.check(item); !why.empty()) error(v.pos, field, why);
     if (spec.input_path && find_references(item).empty()) {
       // Paths in the file are relative to it (as inputs are); from --set, to the cwd.
       fs::path p = v.pos.line > 0 ? resolve_path(item) : fs::absolute(item).lexically_normal();

@@ -38,6 +38,9 @@ struct SettingSpec {
   bool input_path = false;  // a file or checkpoint the step reads: its hash enters the cache key
   std::vector<std::string> choices;  // the allowed values, when the flag has a fixed set
   std::string help;
+  // The flag's own check of a value ("" when fine, else why not), where it has one: a recipe
+  // is refused for what the command would refuse, before any step runs.
+  std::function<std::string(const std::string&)> check;
 };
 const char* setting_kind_name(SettingSpec::Kind kind);
 

@@ -95,6 +95,44 @@ Json ExtractPlan::summary() const {
           {"num_experts_per_layer", config.num_experts_per_layer ? Json(*config.num_experts_per_layer) : Json()}};
 }
 
+ModuleBytes module_bytes(const Checkpoint& parent) {
+  const ModelConfig& c = parent.config();
+  auto specs = c.layers();
+  ModuleBytes m;
+  m.per_expert.assign(specs.size(), 0);
+  // Per layer and routed expert, its tensors' bytes; the largest expert is what one more
+  // costs (a layer's experts share one shape, so they are all the same).
+  std::vector<std::map<int, uint64_t>> expert(specs.size());
+  std::vector<uint64_t> router_row(specs.size(), 0);
+  for (const auto& t : canonical_tensors(c)) {
+    const TensorView v = parent.view(parent.tensor(t.name));
+    const uint64_t bytes = v.nbytes + t.name.size() + kHeaderBytesPerTensor;
+    if (t.role == Role::Expert && t.expert < specs[size_t(t.layer)].num_routed()) {
+      expert[size_t(t.layer)][t.expert] += bytes;
+    } else if (t.role == Role::Router) {
+      // One row per expert (the shared columns last): the routed rows go with their experts.
+      const uint64_t row = v.nbytes / uint64_t(v.shape.at(0));
+      router_row[size_t(t.layer)] += row;
+      m.fixed += bytes - row * uint64_t(specs[size_t(t.layer)].num_routed());
+    } else {
+      m.fixed += bytes;
+    }
+  }
+  for (size_t l = 0; l < specs.size(); ++l) {
+    uint64_t largest = 0;
+    for (const auto& [e, b] : expert[l]) largest = std::max(largest, b);
+    m.per_expert[l] = specs[l].dense() ? 0 : largest + router_row[l];
+  }
+  return m;
+}
+
+uint64_t weight_file_bytes(const fs::path& dir) {
+  uint64_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && e.path().extension() == ".safetensors") n += e.file_size();
+  return n;
+}
+
 std::string write_extract(const Checkpoint& parent, const ExtractPlan& plan, const fs::path& dir,
                           const std::function<void(uint64_t)>& progress) {
   uint64_t done = 0;

@@ -17,6 +17,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/experts.h"
 #include "core/checkpoint/module_info.h"
+#include "surgery/selection.h"
 
 namespace emo {
 
@@ -32,6 +33,15 @@ struct ExtractPlan {
 
 // The plan for keeping `selection` (routed experts; shared experts implied).
 ExtractPlan plan_extract(const Checkpoint& parent, const ExpertSelection& selection, const std::string& parent_hash);
+
+// What a module of `parent` writes, as a function of its budget (--max-bytes): every tensor
+// in the parent's dtype, each safetensors header entry bounded by kHeaderBytesPerTensor
+// beyond its name (the file's length prefix, metadata and padding included).
+inline constexpr uint64_t kHeaderBytesPerTensor = 256;
+ModuleBytes module_bytes(const Checkpoint& parent);
+
+// The bytes of the weight files (*.safetensors) in `dir`: what --max-bytes bounds.
+uint64_t weight_file_bytes(const fs::path& dir);
 
 // Writes config, weights (layout and sharding like the parent) and the parent's other
 // files into `dir`; returns the module's content hash.

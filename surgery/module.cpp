@@ -5,17 +5,39 @@
 
 namespace emo {
 
-Budget BudgetRequest::resolve(const ModelConfig& c, const std::function<torch::Tensor(int)>& scores,
-                             bool* padded) const {
+Budget BudgetRequest::resolve(const ModelConfig& c, const BudgetInputs& in, Json* notes) const {
   int given = int(keep.has_value()) + int(keep_fraction.has_value()) + int(!keep_per_layer.empty()) +
-              int(keep_mass.has_value());
+              int(keep_mass.has_value()) + int(max_bytes.has_value());
   if (given != 1)
-    fail("budget", "--keep", "give exactly one of --keep K, --keep-fraction F, --keep-per-layer K0,K1,..., --keep-mass P");
-  Budget b = keep ? Budget::uniform(c, *keep)
-             : keep_fraction ? Budget::fraction(c, *keep_fraction)
-             : keep_mass ? Budget::mass(c, *keep_mass, scores, padded)
-                         : Budget::per_layer(c, keep_per_layer);
+    fail("budget", "--keep", "give exactly one of --keep K, --keep-fraction F, --keep-per-layer K0,K1,..., "
+                             "--keep-mass P, --max-bytes SIZE");
+  if (per_layer_auto && !keep && !keep_fraction)
+    fail("--per-layer auto", "", "spreads the total of --keep or --keep-fraction over the layers; give one of them");
+  Json n = Json::object();
+  Budget b;
+  if (keep_mass) {
+    bool padded = false;
+    b = Budget::mass(c, *keep_mass, in.mass_scores, &padded);
+    n["keep_mass"] = {{"p", *keep_mass}, {"padded_to_one_count", padded}};
+  } else if (max_bytes) {
+    if (!in.bytes) fail("--max-bytes", "", "needs the parent checkpoint's tensor sizes");
+    bool spread = false;
+    b = Budget::bytes(c, *max_bytes, *in.bytes, in.spread, &spread);
+    n["max_bytes"] = {{"limit", *max_bytes}, {"planned_bytes", in.bytes->of(c, b)}};
+    if (spread) n["max_bytes"]["spread_by"] = in.spread.by;
+    else n["max_bytes"]["one_count_in_every_layer"] = true;
+  } else if (!keep_per_layer.empty()) {
+    b = Budget::per_layer(c, keep_per_layer);
+  } else {
+    b = keep ? Budget::uniform(c, *keep) : Budget::fraction(c, *keep_fraction);
+    if (per_layer_auto) {
+      b.validate(c);  // the total must be a budget the model can hold before it is spread
+      b = Budget::spread(c, b, in.spread);
+      n["per_layer"] = {{"mode", "auto"}, {"spread_by", in.spread.by}};
+    }
+  }
   b.validate(c);
+  if (notes) *notes = n;
   return b;
 }
 
@@ -25,6 +47,8 @@ Json BudgetRequest::to_json() const {
   if (keep_fraction) j["keep_fraction"] = *keep_fraction;
   if (!keep_per_layer.empty()) j["keep_per_layer"] = keep_per_layer;
   if (keep_mass) j["keep_mass"] = *keep_mass;
+  if (max_bytes) j["max_bytes"] = *max_bytes;
+  if (per_layer_auto) j["per_layer"] = "auto";
   return j;
 }
 
@@ -75,6 +99,20 @@ std::function<torch::Tensor(int)> mass_scores(const SelectionMethod& method, con
   };
 }
 
+// What --per-layer auto and --max-bytes spread by: the method's own scores where it has
+// them, else the router probability of the statistics; nothing without statistics.
+LayerSpread spread_scores(const SelectionMethod& method, const ModelConfig& c, const RouteStats* stats) {
+  if (!stats) return {};
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l)
+    if (!specs[size_t(l)].dense()) {
+      if (method.layer_scores(*stats, l).defined())
+        return {[&method, stats](int layer) { return method.layer_scores(*stats, layer); }, method.name()};
+      break;
+    }
+  return {[stats](int layer) { return stats->mean_prob(layer); }, "router-prob"};
+}
+
 // The share of layer `layer`'s routed score (always-active experts left out, as
 // Budget::mass sums it) that `ids` hold: what --keep-mass promised to reach.
 double routed_share(const ModelConfig& c, int layer, const torch::Tensor& score, const std::vector<int64_t>& ids) {
@@ -92,8 +130,11 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
   ModuleChoice out;
   if (method.needs_stats() && !src.stats)
     fail("--method " + req.method, "--data", "needs routing statistics: give --data FILE (or --stats FILE)");
-  bool padded = false;
-  out.budget = req.budget.resolve(config, mass_scores(method, src.stats), &padded);
+  Json budget_notes;
+  const LayerSpread spread = spread_scores(method, config, src.stats);
+  out.budget = req.budget.resolve(config, {mass_scores(method, src.stats), spread, src.bytes}, &budget_notes);
+  const bool spread_used = budget_notes.contains("per_layer") ||
+                           (budget_notes.contains("max_bytes") && budget_notes["max_bytes"].contains("spread_by"));
   if (method.needs_forward() && (!src.model || !src.examples))
     fail("--method " + req.method, "--data", "runs the model on the examples: give --model and --data");
   SelectionInput in{config, out.budget, src.stats, req.seed, {}, src.listed};
@@ -120,13 +161,13 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
       entry["router_prob_mass_kept"] = kept_mass;  // of every column's probability, shared ones included
     }
     if (req.budget.keep_mass) entry["score_mass_kept"] = routed_share(config, l, mass_scores(method, src.stats)(l), ids);
+    if (spread_used) entry["spread_share_kept"] = routed_share(config, l, spread.score(l), ids);
     layers[std::to_string(l)] = entry;
   }
   out.report = {{"method", req.method}, {"budget", out.budget.to_json()}, {"exclude", req.exclude},
                 {"module_top_k", out.budget.module_top_k(config)}, {"layers", layers}};
-  if (req.budget.keep_mass)
-    out.report["keep_mass"] = {{"p", *req.budget.keep_mass}, {"score", req.method},
-                               {"padded_to_one_count", padded}};
+  out.report.update(budget_notes);
+  if (req.budget.keep_mass) out.report["keep_mass"]["score"] = req.method;
   return out;
 }
 

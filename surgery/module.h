@@ -15,15 +15,23 @@
 
 namespace emo {
 
+// What resolving a budget may need beyond the config, each only for the options that use it.
+struct BudgetInputs {
+  std::function<torch::Tensor(int layer)> mass_scores;  // --keep-mass sums these (the method's own)
+  LayerSpread spread;                                   // --per-layer auto and --max-bytes spread by these
+  const ModuleBytes* bytes = nullptr;                   // --max-bytes: the parent's sizes
+};
+
 struct BudgetRequest {
   std::optional<int64_t> keep;
   std::optional<double> keep_fraction;
   std::vector<int64_t> keep_per_layer;
-  std::optional<double> keep_mass;  // ESFT's rule over the method's scores (Budget::mass)
-  // Exactly one of the four; validated. --keep-mass sums `scores` (the method's; undefined
-  // tensors: the method has none) and reports whether it was padded.
-  Budget resolve(const ModelConfig& c, const std::function<torch::Tensor(int layer)>& scores = {},
-                 bool* padded = nullptr) const;
+  std::optional<double> keep_mass;      // ESFT's rule over the method's scores (Budget::mass)
+  std::optional<uint64_t> max_bytes;    // the largest module whose weight files fit (Budget::bytes)
+  bool per_layer_auto = false;          // spread --keep's or --keep-fraction's total by the scores
+  // Exactly one of keep, keep_fraction, keep_per_layer, keep_mass, max_bytes; validated.
+  // `notes` (when given) gets what the report should say about how the budget was made.
+  Budget resolve(const ModelConfig& c, const BudgetInputs& in = {}, Json* notes = nullptr) const;
   Json to_json() const;
 };
 
@@ -41,6 +49,7 @@ struct SelectionSources {
   Model* model = nullptr;
   const TokenizedExamples* examples = nullptr;
   const ExpertSelection* listed = nullptr;  // --experts for the explicit method
+  const ModuleBytes* bytes = nullptr;       // --max-bytes: the parent's sizes (module_bytes)
   int64_t batch = 8;
   std::function<void(const std::string& what)> on_step;  // progress notes
 };

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace emo {
 
@@ -31,29 +32,100 @@ Budget Budget::per_layer(const ModelConfig& c, const std::vector<int64_t>& keep)
   return b;
 }
 
+namespace {
+
+// The experts a layer keeps beside its routed choice that Budget counts in `keep`: EMO's
+// shared router columns (when the layer lists no always-active experts instead).
+int64_t counted_shared(const LayerSpec& s) { return s.always_active.empty() ? s.num_shared_experts : 0; }
+
+// Kept whatever the scores: the always-active experts and the counted shared ones.
+int64_t fixed_experts(const LayerSpec& s) { return int64_t(s.always_active.size()) + counted_shared(s); }
+
+// Layer `s`'s routed experts that a budget chooses among (always-active ones left out),
+// their shares of the layer's routed score, largest first.
+std::vector<double> sorted_shares(const LayerSpec& s, const torch::Tensor& score) {
+  auto v = routed_mass_scores(s, score);
+  std::vector<double> out;
+  for (int64_t e = 0; e < s.num_routed(); ++e)
+    if (std::find(s.always_active.begin(), s.always_active.end(), e) == s.always_active.end())
+      out.push_back(v[e].item<double>());
+  const double total = std::accumulate(out.begin(), out.end(), 0.0);
+  for (double& x : out) x = total > 0 ? x / total : 0.0;
+  std::sort(out.begin(), out.end(), std::greater<double>());
+  return out;
+}
+
+// Adds routed experts to `b` one at a time across MoE layers, the largest share of its
+// layer's routed score per unit of `cost` first, while `room` lasts. A layer whose next
+// expert does not fit takes no more: its later experts have no larger share.
+Budget add_by_share(const ModelConfig& c, Budget b, const LayerSpread& by, const std::vector<uint64_t>& cost,
+                    uint64_t room) {
+  struct Candidate {
+    double value;
+    int layer;
+  };
+  std::vector<Candidate> all;
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l) {
+    const LayerSpec& s = specs[size_t(l)];
+    if (s.dense()) continue;
+    auto shares = sorted_shares(s, by.score(l));
+    for (size_t r = size_t(b.keep[size_t(l)] - fixed_experts(s)); r < shares.size(); ++r)
+      all.push_back({shares[r] / double(cost[size_t(l)]), l});
+  }
+  // Stable: equal values go to the lower layer first, and within a layer in rank order.
+  std::stable_sort(all.begin(), all.end(), [](const Candidate& x, const Candidate& y) { return x.value > y.value; });
+  std::vector<bool> full(specs.size(), false);
+  for (const Candidate& x : all) {
+    const size_t l = size_t(x.layer);
+    if (full[l]) continue;
+    if (cost[l] > room) {
+      full[l] = true;
+      continue;
+    }
+    room -= cost[l];
+    ++b.keep[l];
+  }
+  return b;
+}
+
+int64_t total_kept(const Budget& b) { return std::accumulate(b.keep.begin(), b.keep.end(), int64_t(0)); }
+
+}  // namespace
+
+uint64_t ModuleBytes::of(const ModelConfig& c, const Budget& b) const {
+  uint64_t n = fixed;
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l)
+    if (!specs[size_t(l)].dense()) n += uint64_t(b.routed_keep(c, l)) * per_expert[size_t(l)];
+  return n;
+}
+
+Budget Budget::smallest(const ModelConfig& c) {
+  Budget b;
+  for (const auto& s : c.layers())
+    // top_k counts the shared columns and always-active experts it routes to: keeping top_k
+    // experts keeps the module's num_experts_per_tok = min(top_k, K) at the model's.
+    b.keep.push_back(s.dense() ? 0 : std::min(s.num_experts, c.num_experts_per_tok));
+  return b;
+}
+
 Budget Budget::mass(const ModelConfig& c, double p, const std::function<torch::Tensor(int)>& routed_score, bool* padded) {
   if (!(p > 0 && p <= 1)) fail("--keep-mass", std::to_string(p), "must be in (0, 1]");
-  Budget b;
+  Budget b = smallest(c);
   auto specs = c.layers();
   int64_t largest = 0;
   for (int l = 0; l < int(specs.size()); ++l) {
     const LayerSpec& s = specs[size_t(l)];
-    if (s.dense()) {
-      b.keep.push_back(0);
-      continue;
-    }
-    auto score = routed_mass_scores(s, routed_score(l));
-    std::vector<double> v(score.data_ptr<double>(), score.data_ptr<double>() + score.numel());
-    std::sort(v.begin(), v.end(), std::greater<double>());
-    const double total = std::accumulate(v.begin(), v.end(), 0.0);
+    if (s.dense()) continue;
+    auto v = sorted_shares(s, routed_score(l));
     int64_t n = 0;
     // ESFT's loop (scripts/generate_expert_config.py): add experts while the sum is below p.
-    for (double sum = 0; n < int64_t(v.size()) && (n == 0 || sum < p * total); ++n) sum += v[size_t(n)];
-    const int64_t shared = s.always_active.empty() ? s.num_shared_experts : 0;  // as routed_keep counts them
-    const int64_t fixed = int64_t(s.always_active.size()) + shared;
-    const int64_t floor = std::min(s.num_experts, c.num_experts_per_tok + shared);
-    b.keep.push_back(std::min(s.num_experts, std::max(n + fixed, floor)));
-    largest = std::max(largest, b.keep.back());
+    // A layer with no score at all (no token reached it) keeps the least.
+    if (!v.empty() && v[0] > 0)
+      for (double sum = 0; n < int64_t(v.size()) && (n == 0 || sum < p); ++n) sum += v[size_t(n)];
+    b.keep[size_t(l)] = std::min(s.num_experts, std::max(n + fixed_experts(s), b.keep[size_t(l)]));
+    largest = std::max(largest, b.keep[size_t(l)]);
   }
   const bool pad = !c.family->per_layer_expert_counts;
   if (pad)
@@ -61,6 +133,44 @@ Budget Budget::mass(const ModelConfig& c, double p, const std::function<torch::T
       if (!specs[l].dense()) b.keep[l] = std::min(specs[l].num_experts, largest);
   if (padded) *padded = pad;
   return b;
+}
+
+Budget Budget::spread(const ModelConfig& c, const Budget& given, const LayerSpread& by) {
+  if (!c.family->per_layer_expert_counts)
+    fail("--per-layer auto", "", c.model_type(), " configs have one ", c.family->keys.experts,
+         " for all layers, so budgets cannot differ per layer (only EMO's can); refused rather than padded");
+  if (!by.score)
+    fail("--per-layer auto", "--method", "spreads experts by the routing statistics' scores: give --data or --stats "
+                                         "with a method that reads them");
+  const Budget least = smallest(c);
+  const int64_t total = total_kept(given), least_total = total_kept(least);
+  if (total < least_total)
+    fail("--per-layer auto", "", "the budget keeps ", total, " experts in all, fewer than top_k per layer (",
+         least_total, ")");
+  return add_by_share(c, least, by, std::vector<uint64_t>(given.keep.size(), 1), uint64_t(total - least_total));
+}
+
+Budget Budget::bytes(const ModelConfig& c, uint64_t max_bytes, const ModuleBytes& size, const LayerSpread& by,
+                     bool* spread_used) {
+  Budget b = smallest(c);
+  const uint64_t least = size.of(c, b);
+  if (least > max_bytes)
+    fail("--max-bytes", cat(max_bytes, " bytes"), "is below the smallest possible module, ", least, " bytes (",
+         human_bytes(double(least)), "): top_k = ", c.num_experts_per_tok,
+         " experts per layer (shared ones included, as top_k counts them) and every other tensor of the model");
+  const bool spread = c.family->per_layer_expert_counts && by.score;
+  if (spread_used) *spread_used = spread;
+  if (spread) return add_by_share(c, b, by, size.per_expert, max_bytes - least);
+  // One count in every layer: the largest that fits.
+  auto specs = c.layers();
+  for (;;) {
+    Budget next = b;
+    bool grew = false;
+    for (size_t l = 0; l < specs.size(); ++l)
+      if (!specs[l].dense() && next.keep[l] < specs[l].num_experts) ++next.keep[l], grew = true;
+    if (!grew || size.of(c, next) > max_bytes) return b;
+    b = next;
+  }
 }
 
 void Budget::validate(const ModelConfig& c) const {
@@ -101,9 +211,7 @@ int64_t Budget::module_top_k(const ModelConfig& c) const {
 }
 
 int64_t Budget::routed_keep(const ModelConfig& c, int layer) const {
-  const LayerSpec s = c.layers()[size_t(layer)];  // a copy: layers() returns a temporary
-  int64_t fixed = s.always_active.empty() ? s.num_shared_experts : 0;
-  return keep[size_t(layer)] - fixed;
+  return keep[size_t(layer)] - counted_shared(c.layers()[size_t(layer)]);
 }
 
 Json Budget::to_json() const { return keep; }

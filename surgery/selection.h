@@ -18,6 +18,27 @@
 
 namespace emo {
 
+struct Budget;
+
+// What a module's weight files take, as a function of its budget: `fixed` bytes every
+// module of the parent writes (attention, embeddings, norms, shared experts, the router's
+// shared rows) plus `per_expert[l]` for each routed expert layer l keeps (its projections
+// and its router row). Safetensors headers are counted with an upper bound per tensor, so
+// a module planned within a byte budget is within it on disk.
+struct ModuleBytes {
+  uint64_t fixed = 0;
+  std::vector<uint64_t> per_expert;  // per layer; 0 for dense layers
+  uint64_t of(const ModelConfig& c, const Budget& b) const;
+};
+
+// How --per-layer auto and --max-bytes spread experts over layers: by each layer's scores
+// (any scale: shares of the layer's routed total are compared), named for the report;
+// an empty `score` spreads nothing (one count per layer).
+struct LayerSpread {
+  std::function<torch::Tensor(int layer)> score;
+  std::string by;
+};
+
 struct Budget {
   std::vector<int64_t> keep;  // per layer: experts kept incl. shared (0 for dense layers)
 
@@ -25,12 +46,27 @@ struct Budget {
   static Budget fraction(const ModelConfig& c, double fraction);  // K_l = round(f * E_l), at least shared + 1
   static Budget per_layer(const ModelConfig& c, const std::vector<int64_t>& keep);
   // ESFT's rule (--keep-mass P): per MoE layer, the fewest routed experts whose share of the
-  // layer's score (always-active experts left out: kept anyway) reaches P, never fewer than
-  // top_k, so the module routes as many experts per token as the model. A family whose
+  // layer's score (always-active experts left out: kept anyway) reaches P, never below
+  // `smallest`, so the module routes as many experts per token as the model. A family whose
   // config holds one expert count gets the largest layer's count everywhere (`padded` set),
   // which keeps at least P in every layer.
   static Budget mass(const ModelConfig& c, double p, const std::function<torch::Tensor(int layer)>& routed_score,
                      bool* padded = nullptr);
+  // Every MoE layer's least: K = top_k (fewer where the layer has fewer), so the module
+  // routes as many experts per token as the model (top_k counts shared columns). What
+  // --keep-mass, --per-layer auto and --max-bytes never go below.
+  static Budget smallest(const ModelConfig& c);
+  // --per-layer auto: the same total as `given`, spread over layers from `smallest` by the
+  // scores: each added expert is the one with the largest share of its layer's routed score
+  // among those not yet kept, which maximises the sum over layers of the share kept. Refused
+  // for families with one expert count, and when `given` is below the smallest budget.
+  static Budget spread(const ModelConfig& c, const Budget& given, const LayerSpread& by);
+  // --max-bytes: the largest module whose weight files fit in `max_bytes`. Spread by the
+  // scores (largest share per byte first) where the family holds per-layer counts and
+  // there are scores; else the largest count kept in every layer. Refused, stating the
+  // smallest module's size, when even that does not fit.
+  static Budget bytes(const ModelConfig& c, uint64_t max_bytes, const ModuleBytes& size, const LayerSpread& by,
+                      bool* spread_used = nullptr);
   // Every MoE layer keeps at least one routed expert and at most all; a budget below
   // top_k must be the same in every layer. emo::Error naming the layer otherwise.
   void validate(const ModelConfig& c) const;

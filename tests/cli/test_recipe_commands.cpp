@@ -165,6 +165,12 @@ TEST_CASE("emo run: recipe errors are one line with file:line:col, and nothing r
   r = run_emo("run " + recipe.string());
   CHECK(r.err.find("bad.yaml:5:38: steps[0] (a).with.mode: \"sum\" is not one of: replace, average") !=
         std::string::npos);
+  // A value the command's own flag check refuses (a size) is refused by the recipe too.
+  write_file_atomic(recipe, "name: bad\nsteps:\n  - id: a\n    command: extract\n    with: {model: ., max-bytes: 8XB}\n");
+  r = run_emo("run " + recipe.string() + " --workdir " + (tmp / "work").string());
+  CHECK(count_lines(r.err) == 1);
+  CHECK(r.err.find("bad.yaml:5:33: steps[0] (a).with.max-bytes: 8XB: unknown unit 'XB'") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "work"));
 }
 
 TEST_CASE("the shipped recipes validate, and docs/recipes.md carries the current reference", "[cli][recipes]") {

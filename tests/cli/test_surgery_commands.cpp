@@ -49,6 +49,13 @@ TEST_CASE("route -> select -> extract, the module runs everywhere and equals the
   Json viaData = json_of(run_emo("extract --model " + f.full + " --data " + f.gsm8k + " --limit 1 --shots 8 --keep 4 --out " +
                                  f.path("m2") + " --json"));
   Json viaFile = json_of(run_emo("extract --model " + f.full + " --experts " + f.path("e.json") + " --out " + f.path("m3") + " --json"));
+  // A byte budget (the tiny model is 21.9 MB; top_k per layer takes 11.3 MB): the weight
+  // files fit, and the layers keep different counts (EMO's configs can hold them).
+  Json sized = json_of(run_emo("extract --model " + f.full + " --stats " + f.path("s.safetensors") +
+                               " --max-bytes 14MB --out " + f.path("m5") + " --json"));
+  CHECK(sized["weight_bytes"].get<uint64_t>() <= 14000000);
+  CHECK(sized["weight_bytes"].get<uint64_t>() > 13500000);
+  CHECK(sized["module"]["num_experts_per_layer"].is_array());
   // One selection, three routes to it: the same module bytes.
   CHECK(viaStats["content_hash"] == viaData["content_hash"]);
   CHECK(viaStats["content_hash"] == viaFile["content_hash"]);
@@ -93,6 +100,9 @@ TEST_CASE("surgery bad input: one line, non-zero exit, nothing written", "[cli][
   expect_failure(base + "--data " + f.gsm8k + " --limit 1 --keep 40", "larger than the layer's 32 experts");
   expect_failure(base + "--data " + f.gsm8k + " --limit 1 --keep 0", "at least 1 expert");
   expect_failure(base + "--method best --keep 4", "unknown selection method");
+  expect_failure(base + "--data " + f.gsm8k + " --limit 1 --max-bytes 1MB", "is below the smallest possible module");
+  expect_failure(base + "--data " + f.gsm8k + " --limit 1 --max-bytes 8XB", "unknown unit 'XB'");
+  expect_failure(base + "--data " + f.gsm8k + " --limit 1 --keep 4 --max-bytes 8GB", "exactly one of");
   write_file_atomic(f.path("bad.json"), R"({"0": [3, 3]})");
   expect_failure(base + "--experts " + f.path("bad.json"), "listed twice");
   write_file_atomic(f.path("bad2.json"), R"({"1": [2, 77]})");

@@ -107,6 +107,46 @@ TEST_CASE("modules equal the restricted full model: every method, several budget
   check_every_method(tmp / "full", hash, c, src, budgets, tmp.path(), batch);
 }
 
+TEST_CASE("max-bytes plans what extract writes: the weight files fit, and the plan is exact but for headers",
+          "[surgery][extract]") {
+  for (const Case& k : kModels) {
+    INFO(k.name);
+    ModelConfig c = case_config(k);
+    TempDir tmp;
+    std::string hash = write_random_checkpoint(c, tmp / "full", 41);
+    Checkpoint parent = Checkpoint::open(tmp / "full");
+    const ModuleBytes size = module_bytes(parent);
+    // The whole model as a module is the parent itself: every tensor, with its header bound.
+    uint64_t all = 0;
+    for (const auto& t : canonical_tensors(c)) all += parent.view(parent.tensor(t.name)).nbytes + t.name.size() + kHeaderBytesPerTensor;
+    Budget every;
+    for (const auto& s : c.layers()) every.keep.push_back(s.num_experts);
+    CHECK(size.of(c, every) == all);
+    // A module: the plan's bytes are its tensors' bytes and header bounds, names priced at
+    // the parent's longest expert names (renumbered names are no longer); on disk it fits.
+    BudgetRequest b;
+    b.max_bytes = size.of(c, Budget::smallest(c)) + 3 * size.per_expert[0] + 7;
+    SelectionSources none;
+    none.bytes = &size;
+    ModuleChoice m = choose_module(c, {"random", b, false, 3}, none);
+    ExtractPlan plan = plan_extract(parent, m.selection, hash);
+    uint64_t exact = 0, expert_tensors = 0;
+    for (const auto& t : plan.tensors) {
+      uint64_t n = dtype_size(t.dtype);
+      for (int64_t d : t.tensor.shape) n *= uint64_t(d);
+      exact += n + t.tensor.name.size() + kHeaderBytesPerTensor;
+      expert_tensors += t.tensor.role == Role::Expert;
+    }
+    const uint64_t planned = size.of(c, m.budget);
+    CHECK(planned <= *b.max_bytes);
+    CHECK(planned >= exact);
+    CHECK(planned - exact <= 2 * expert_tensors);  // at most two digits shorter per renumbered expert
+    fs::create_directories(tmp / "module");
+    write_extract(parent, plan, tmp / "module");
+    CHECK(weight_file_bytes(tmp / "module") <= planned);
+  }
+}
+
 TEST_CASE("modules equal the restricted model for every architecture option", "[surgery][extract]") {
   for (const auto& mc : kModels) {
     INFO(mc.name);

@@ -189,3 +189,86 @@ TEST_CASE("keep-mass (ESFT) on a family with one expert count keeps the largest 
   CHECK(m.report["keep_mass"]["padded_to_one_count"] == true);
   CHECK(m.report["layers"]["0"]["score_mass_kept"].get<double>() >= 0.8);
 }
+
+TEST_CASE("per-layer auto spreads the budget's total to the layers with the largest shares", "[surgery][selection]") {
+  ModelConfig c = tiny_config(R"({"num_shared_experts":0,"num_experts_per_tok":2})");
+  RouteStats s = mass_stats();
+  SelectionSources src;
+  src.stats = &s;
+  auto choose = [&](const ModelConfig& config, BudgetRequest b) { return choose_module(config, {"router-prob", b, false, 0}, src); };
+  BudgetRequest b;
+  b.keep = 4;
+  b.per_layer_auto = true;
+  // 8 experts in all, top_k = 2 per layer first; the 4 left go to layer 1, whose next experts
+  // hold 1/8 each, not to layer 0, whose next hold 0.2 / 6 each.
+  ModuleChoice m = choose(c, b);
+  CHECK(m.budget.keep == std::vector<int64_t>{2, 6});
+  CHECK(m.selection.kept.at(0) == std::vector<int64_t>{0, 2});
+  CHECK(m.report["per_layer"]["spread_by"] == "router-prob");
+  CHECK(m.report["layers"]["0"]["spread_share_kept"].get<double>() == Approx(0.8));
+  CHECK(m.report["layers"]["1"]["spread_share_kept"].get<double>() == Approx(0.75));
+  // The same from a fraction: half of 8 per layer is 8 in all.
+  BudgetRequest f;
+  f.keep_fraction = 0.5;
+  f.per_layer_auto = true;
+  CHECK(choose(c, f).budget.keep == std::vector<int64_t>{2, 6});
+  // A total of exactly top_k per layer has nothing to spread; below it is refused.
+  b.keep = 2;
+  CHECK(choose(c, b).budget.keep == std::vector<int64_t>{2, 2});
+  b.keep = 1;
+  CHECK_THROWS_WITH(choose(c, b), Catch::Contains("--per-layer auto") && Catch::Contains("fewer than top_k per layer (4)"));
+  // Only --keep or --keep-fraction has a total to spread.
+  BudgetRequest listed;
+  listed.keep_per_layer = {3, 3};
+  listed.per_layer_auto = true;
+  CHECK_THROWS_WITH(choose(c, listed), Catch::Contains("--keep or --keep-fraction"));
+  // A family with one expert count refuses it (rather than padding past the total).
+  ModelConfig qwen = ModelConfig::from_json(
+      Json::parse(R"({"model_type":"qwen3_moe","vocab_size":64,"hidden_size":32,"moe_intermediate_size":16,
+                      "num_hidden_layers":2,"num_attention_heads":4,"num_experts":8,"num_experts_per_tok":2})"),
+      "config.json");
+  b.keep = 4;
+  CHECK_THROWS_WITH(choose(qwen, b), Catch::Contains("qwen3_moe configs have one num_experts") &&
+                                         Catch::Contains("refused rather than padded"));
+}
+
+TEST_CASE("max-bytes: the largest module that fits, spread by share per byte, never below top_k",
+          "[surgery][selection]") {
+  ModelConfig c = tiny_config(R"({"num_shared_experts":0,"num_experts_per_tok":2})");
+  RouteStats s = mass_stats();
+  SelectionSources src;
+  src.stats = &s;
+  ModuleBytes size;
+  size.fixed = 1000;
+  size.per_expert = {100, 100};
+  src.bytes = &size;
+  auto choose = [&](const ModelConfig& config, uint64_t max) {
+    BudgetRequest b;
+    b.max_bytes = max;
+    return choose_module(config, {"router-prob", b, false, 0}, src);
+  };
+  // The least: 1000 + 2 x 100 + 2 x 100 = 1400 bytes; 450 more buy 4 experts, all in layer 1.
+  ModuleChoice m = choose(c, 1850);
+  CHECK(m.budget.keep == std::vector<int64_t>{2, 6});
+  CHECK(m.report["max_bytes"]["planned_bytes"] == 1800);
+  CHECK(m.report["max_bytes"]["spread_by"] == "router-prob");
+  CHECK(choose(c, 1400).budget.keep == std::vector<int64_t>{2, 2});
+  CHECK_THROWS_WITH(choose(c, 1399), Catch::Contains("--max-bytes: 1399 bytes: is below the smallest possible module, 1400 bytes"));
+  // Layer 1's experts cost three times as much: its 1/8 per 300 bytes still beats layer 0's
+  // 0.2/6 per 100 once; then its next no longer fits and layer 0 takes one.
+  size.per_expert = {100, 300};
+  CHECK(choose(c, 1800 + 450).budget.keep == std::vector<int64_t>{3, 3});
+  // One expert count for every layer: the largest that fits (4 x 200 + 1000 = 1800 <= 1850 < 2000).
+  ModelConfig qwen = ModelConfig::from_json(
+      Json::parse(R"({"model_type":"qwen3_moe","vocab_size":64,"hidden_size":32,"moe_intermediate_size":16,
+                      "num_hidden_layers":2,"num_attention_heads":4,"num_experts":8,"num_experts_per_tok":2})"),
+      "config.json");
+  size.per_expert = {100, 100};
+  ModuleChoice q = choose(qwen, 1850);
+  CHECK(q.budget.keep == std::vector<int64_t>{4, 4});
+  CHECK(q.report["max_bytes"]["one_count_in_every_layer"] == true);
+  CHECK(choose(qwen, 100000).budget.keep == std::vector<int64_t>{8, 8});
+  // Without the parent's sizes there is nothing to plan with.
+  src.bytes = nullptr;
+  CHECK_THROWS_WITH(choose(c, 1850), Catch::Contains("needs the parent checkpoint's tensor sizes"));
+}
