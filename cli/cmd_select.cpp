@@ -1,25 +1,71 @@
 // emo select: choose a module's experts (an experts file) from routing statistics.
+#include <cmath>
+
 #include "cli/surgery_flags.h"
 #include "core/util/error.h"
 #include "surgery/extract.h"
 
 namespace emo::cli {
 
+namespace {
+
+// A task's statistics, from --stats NAME=FILE or collected from --data NAME=FILE.
+struct Task {
+  std::string name;
+  RouteStats stats;
+};
+
+std::string task_name(const std::string& flag, const std::string& text) {
+  auto [name, value] = split_named(text);
+  if (name.empty() || value.empty()) fail(flag, text, "with several tasks, name each one: NAME=FILE");
+  return name;
+}
+
+// --weight NAME=W and --and-not NAME, applied to the tasks by name.
+std::vector<TaskScores> task_scores(const std::vector<Task>& tasks, const TaskFlags& flags) {
+  std::vector<TaskScores> out;
+  for (const auto& t : tasks) out.push_back({t.name, 1.0, &t.stats, false});
+  auto find = [&](const std::string& flag, const std::string& name) -> TaskScores& {
+    for (auto& t : out)
+      if (t.name == name) return t;
+    fail(flag, name, "no task of this name (tasks are named by --data NAME=FILE or --stats NAME=FILE)");
+  };
+  for (const auto& w : flags.weights) {
+    auto [name, value] = split_named(w);
+    size_t used = 0;
+    double weight = 0;
+    try {
+      weight = std::stod(value, &used);
+    } catch (const std::exception&) {
+    }
+    if (name.empty() || used != value.size() || !(weight > 0) || !std::isfinite(weight))
+      fail("--weight", w, "expected NAME=W with W a positive number");
+    find("--weight", name).weight = weight;
+  }
+  for (const auto& n : flags.and_not) find("--and-not", n).avoid = true;
+  return out;
+}
+
+}  // namespace
+
 void add_select(CLI::App& app) {
   struct Opts {
-    std::string model, stats, out, method = "router-prob", experts, device = "auto", tokenizer, report;
+    std::string model, out, method = "router-prob", experts, device = "auto", tokenizer, report;
     ExampleFlags examples;
     BudgetFlags budget;
+    TaskFlags tasks;
     bool exclude = false, json = false;
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("select", "Choose a module's experts from routing statistics; write an experts file");
   cmd->add_option("--model", o->model, "Checkpoint directory");
-  cmd->add_option("--stats", o->stats, "Statistics from `emo route` (instead of --data)");
-  o->examples.add(cmd);
+  cmd->add_option("--stats", o->tasks.stats,
+                  "Statistics from `emo route` (instead of --data); repeat as NAME=FILE for several tasks");
+  o->examples.add(cmd, true);
   cmd->add_option("--method", o->method, "Selection method (`--method help` lists them)");
   o->budget.add(cmd);
+  o->tasks.add(cmd);
   cmd->add_flag("--exclude", o->exclude, "Keep every expert except the selected ones (switch a capability off)");
   cmd->add_option("--seed", o->seed, "Seed of the random method");
   cmd->add_option("--out", o->out, "Experts file to write (JSON: layer -> kept routed expert ids)");
@@ -27,9 +73,11 @@ void add_select(CLI::App& app) {
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's)");
   cmd->add_option("--device", o->device, "auto, cpu or cuda");
   cmd->add_flag("--json", o->json, "Print the report as JSON");
-  cmd->footer("Writes OUT, an experts file usable with --experts by extract, eval, generate and logits. Example:\n"
+  cmd->footer("Writes OUT, an experts file usable with --experts by extract, eval, generate and logits. Examples:\n"
               "  emo select --model out/tiny --data data/gsm8k/train.jsonl --limit 1 --method router-prob --keep 4 "
-              "--out math.experts.json");
+              "--out math.experts.json\n"
+              "  emo select --model out/tiny --stats math=math.safetensors --stats code=code.safetensors --weight math=2 "
+              "--keep-fraction 0.25 --out math-code.experts.json");
   cmd->callback([o] {
     if (o->method == "help") {
       std::fputs(methods_help().c_str(), stdout);
@@ -38,28 +86,56 @@ void add_select(CLI::App& app) {
     if (o->out.empty()) fail("emo select", "--out", "give the experts file to write");
     if (o->model.empty()) fail("emo select", "--model", "give the model the experts belong to");
     const SelectionMethod& method = find_selection_method(o->method);
-    ModuleRequest req{o->method, o->budget.request(), o->exclude, o->seed};
+    ModuleRequest req{o->method, o->budget.request(), o->exclude, o->seed, o->tasks.compose};
     std::optional<LoadedModel> m;
     Checkpoint ck = Checkpoint::open(o->model);
     std::string model_hash;
     std::optional<RouteStats> stats;
     std::optional<RoutedExamples> ex;
-    if (!o->stats.empty()) {
-      stats = RouteStats::load(o->stats);
+    std::vector<Task> tasks;  // several tasks; the single-task path below otherwise
+    auto& st = o->tasks.stats;
+    auto& data = o->examples.tasks;
+    const bool single = data.size() + st.size() <= 1 && !any_named(data) && !any_named(st);
+    if (single && !data.empty()) o->examples.source.path = data[0];
+    auto ensure_model = [&] {
+      if (!m) m = load_model(o->model, "", o->device, o->tokenizer), model_hash = parent_content_hash(*m->checkpoint, false);
+    };
+    if (single) {
+      if (!o->tasks.weights.empty() || !o->tasks.and_not.empty())
+        fail(o->tasks.weights.empty() ? "--and-not" : "--weight", "",
+             "names a task: give several tasks as --data NAME=FILE (or --stats NAME=FILE)");
+      if (!st.empty()) {
+        stats = RouteStats::load(st[0]);
+        model_hash = parent_content_hash(ck, false);
+        check_stats_model(*stats, model_hash, ck.config(), st[0]);
+      }
+      if ((method.needs_stats() && !stats) || method.needs_forward()) {
+        ensure_model();
+        ex = read_examples(o->examples, *m);
+        if (method.needs_stats()) stats = collect_with_progress(*m, model_hash, *ex, o->examples, nullptr);
+      }
+    } else {
       model_hash = parent_content_hash(ck, false);
-      check_stats_model(*stats, model_hash, ck.config(), o->stats);
-    }
-    if ((method.needs_stats() && !stats) || method.needs_forward()) {
-      m = load_model(o->model, "", o->device, o->tokenizer);
-      model_hash = parent_content_hash(*m->checkpoint, false);
-      ex = read_examples(o->examples, *m);
-      if (method.needs_stats()) stats = collect_with_progress(*m, model_hash, *ex, o->examples, nullptr);
+      for (const auto& text : st) {
+        std::string name = task_name("--stats", text);
+        tasks.push_back({name, RouteStats::load(split_named(text).second)});
+        check_stats_model(tasks.back().stats, model_hash, ck.config(), split_named(text).second);
+      }
+      for (const auto& text : data) {
+        std::string name = task_name("--data", text);
+        ensure_model();
+        ExampleFlags one = o->examples;
+        one.source.path = split_named(text).second;
+        RoutedExamples task_ex = read_examples(one, *m);
+        tasks.push_back({name, collect_with_progress(*m, model_hash, task_ex, one, nullptr)});
+      }
     }
     SelectionSources src;
     src.stats = stats ? &*stats : nullptr;
     src.model = m ? m->model.get() : nullptr;
     src.examples = ex ? &ex->tokens : nullptr;
     src.batch = o->examples.batch;
+    src.tasks = task_scores(tasks, o->tasks);
     std::optional<ModuleBytes> sizes;
     if (req.budget.max_bytes) src.bytes = &sizes.emplace(module_bytes(ck));
     ModuleChoice choice = choose_module(ck.config(), req, src);

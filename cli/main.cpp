@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", g.quiet, "No progress or informational messages (errors still print)");
   app.add_flag("-v,--verbose", g.verbose, "More messages");
   app.set_version_flag("--version", std::string(emo_version()));
+  // A usage error is one line, like every other error (CLI11 adds "Run with --help").
+  app.failure_message([](const CLI::App*, const CLI::Error& e) { return "emo: error: " + std::string(e.what()) + "\n"; });
   app.parse_complete_callback([&] {
     if (g.quiet) {
       set_log_level(LogLevel::Warn);

@@ -1,13 +1,20 @@
 #include "cli/surgery_flags.h"
 
+#include <algorithm>
+
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
 
 namespace emo::cli {
 
-void ExampleFlags::add(CLI::App* cmd) {
-  cmd->add_option("--data", source.path, "Task examples: JSONL(.gz) of texts, GSM8K {question, answer}, or the corpus");
+void ExampleFlags::add(CLI::App* cmd, bool several_tasks) {
+  if (several_tasks)
+    cmd->add_option("--data", tasks,
+                    "Task examples: JSONL(.gz) of texts, GSM8K {question, answer}, or the corpus; repeat as NAME=FILE "
+                    "for several tasks in one module");
+  else
+    cmd->add_option("--data", source.path, "Task examples: JSONL(.gz) of texts, GSM8K {question, answer}, or the corpus");
   cmd->add_option("--text-field", source.text_field, "Field holding the text (plain JSONL)");
   cmd->add_option("--domain", source.domain, "Only corpus documents of this domain");
   cmd->add_option("--format", source.format, "auto, text or gsm8k (GSM8K items go through the EMO prompt builder)")
@@ -17,6 +24,25 @@ void ExampleFlags::add(CLI::App* cmd) {
   cmd->add_option("--skip", source.skip, "Skip the first N matching examples");
   cmd->add_option("--batch", batch, "Examples per forward pass");
   cmd->add_option("--max-length", max_length, "Truncate examples to this many tokens (default: the model's context)");
+}
+
+std::pair<std::string, std::string> split_named(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos) return {"", text};
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+bool any_named(const std::vector<std::string>& values) {
+  return std::any_of(values.begin(), values.end(), [](const std::string& v) { return !split_named(v).first.empty(); });
+}
+
+void TaskFlags::add(CLI::App* cmd) {
+  cmd->add_option("--weight", weights, "NAME=W: a task's weight when several are composed (default 1)");
+  std::string rules;
+  std::vector<std::string> names;
+  for (const auto& r : compose_rules()) rules += "; " + r.name + ": " + r.description, names.push_back(r.name);
+  cmd->add_option("--compose", compose, "How several tasks make one module" + rules)->check(CLI::IsMember(names));
+  cmd->add_option("--and-not", and_not, "NAME: leave out the experts this task's own module keeps (switch it off)");
 }
 
 void BudgetFlags::add(CLI::App* cmd) {

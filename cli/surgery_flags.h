@@ -9,8 +9,22 @@ namespace emo::cli {
 
 struct ExampleFlags {
   ExampleSource source;
+  std::vector<std::string> tasks;  // with several_tasks: --data as given, NAME=FILE or FILE
   int64_t batch = 8;
   int64_t max_length = 0;  // 0: the model's context
+  // several_tasks: --data may repeat as NAME=FILE (emo select composes them); the caller
+  // puts one plain FILE into source.path.
+  void add(CLI::App* cmd, bool several_tasks = false);
+};
+
+// NAME=VALUE as given to --data, --stats and --weight ("" name where there is no '=').
+std::pair<std::string, std::string> split_named(const std::string& text);
+bool any_named(const std::vector<std::string>& values);
+
+// Several tasks for `emo select`: --data/--stats NAME=FILE, --weight NAME=W, --and-not NAME.
+struct TaskFlags {
+  std::vector<std::string> stats, weights, and_not;
+  std::string compose = "joint";
   void add(CLI::App* cmd);
 };
 

@@ -1,5 +1,7 @@
 #include "surgery/module.h"
 
+#include <set>
+
 #include "core/model/generate.h"
 #include "core/util/error.h"
 
@@ -86,31 +88,29 @@ RouteStats route_examples(Model& model, const std::string& model_hash, const Exa
 
 namespace {
 
-// What --keep-mass sums: the method's own scores, which only router-prob and frequency
-// (ESFT's two) have; asked for only when --keep-mass is given.
-std::function<torch::Tensor(int)> mass_scores(const SelectionMethod& method, const RouteStats* stats) {
-  return [&method, stats](int layer) {
-    torch::Tensor s = stats ? method.layer_scores(*stats, layer) : torch::Tensor();
-    if (!s.defined())
-      fail("--keep-mass", "--method " + method.name(),
-           "sums a score from the routing statistics: use --method router-prob (ESFT's average gate score) or "
-           "frequency (ESFT's token selection ratio)");
-    return s;
-  };
-}
-
-// What --per-layer auto and --max-bytes spread by: the method's own scores where it has
-// them, else the router probability of the statistics; nothing without statistics.
-LayerSpread spread_scores(const SelectionMethod& method, const ModelConfig& c, const RouteStats* stats) {
-  if (!stats) return {};
+// Whether `method` ranks by a per-expert score of the statistics (layer_scores).
+bool has_scores(const SelectionMethod& method, const ModelConfig& c, const RouteStats& stats) {
   auto specs = c.layers();
   for (int l = 0; l < int(specs.size()); ++l)
-    if (!specs[size_t(l)].dense()) {
-      if (method.layer_scores(*stats, l).defined())
-        return {[&method, stats](int layer) { return method.layer_scores(*stats, layer); }, method.name()};
-      break;
-    }
-  return {[stats](int layer) { return stats->mean_prob(layer); }, "router-prob"};
+    if (!specs[size_t(l)].dense()) return method.layer_scores(stats, l).defined();
+  return false;
+}
+
+// Several tasks compose through the method's scores; each needs statistics, a positive
+// weight and its own name, and at least one task must be wanted.
+void check_tasks(const SelectionMethod& method, const ModelConfig& c, const std::vector<TaskScores>& tasks) {
+  std::set<std::string> names;
+  bool wanted = false;
+  for (const auto& t : tasks) {
+    if (!names.insert(t.name).second) fail("--data", t.name, "two tasks have this name");
+    if (!(t.weight > 0)) fail("--weight", t.name, "must be a positive number, got ", t.weight);
+    if (!t.stats) fail("--data", t.name, "has no routing statistics");
+    if (!has_scores(method, c, *t.stats))
+      fail("--method " + method.name(), "--data",
+           "composes tasks by the method's per-expert scores: use router-prob, frequency, reap or easy-ep");
+    wanted = wanted || !t.avoid;
+  }
+  if (!wanted) fail("--and-not", "", "every task is left out: name at least one task to keep");
 }
 
 // The share of layer `layer`'s routed score (always-active experts left out, as
@@ -128,26 +128,48 @@ double routed_share(const ModelConfig& c, int layer, const torch::Tensor& score,
 ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, const SelectionSources& src) {
   const SelectionMethod& method = find_selection_method(req.method);
   ModuleChoice out;
-  if (method.needs_stats() && !src.stats)
+  const bool composed = !src.tasks.empty();
+  if (composed) check_tasks(method, config, src.tasks);
+  else if (method.needs_stats() && !src.stats)
     fail("--method " + req.method, "--data", "needs routing statistics: give --data FILE (or --stats FILE)");
+  // The scores the budget sums (--keep-mass) and spreads by: the method's on the task, or
+  // the tasks' joint share; empty where the method has none.
+  std::function<torch::Tensor(int)> scores;
+  if (composed) scores = [&](int l) { return joint_share(config, method, src.tasks, l); };
+  else if (src.stats && has_scores(method, config, *src.stats))
+    scores = [&](int l) { return method.layer_scores(*src.stats, l); };
+  BudgetInputs budget_in;
+  budget_in.mass_scores = [&](int l) {
+    if (!scores || !method.score_is_share())
+      fail("--keep-mass", "--method " + method.name(),
+           "sums a score from the routing statistics: use --method router-prob (ESFT's average gate score) or "
+           "frequency (ESFT's token selection ratio)");
+    return scores(l);
+  };
+  if (scores) budget_in.spread = {scores, composed ? "joint share of " + method.name() : method.name()};
+  else if (src.stats) budget_in.spread = {[&](int l) { return src.stats->mean_prob(l); }, "router-prob"};
+  budget_in.bytes = src.bytes;
   Json budget_notes;
-  const LayerSpread spread = spread_scores(method, config, src.stats);
-  out.budget = req.budget.resolve(config, {mass_scores(method, src.stats), spread, src.bytes}, &budget_notes);
+  out.budget = req.budget.resolve(config, budget_in, &budget_notes);
   const bool spread_used = budget_notes.contains("per_layer") ||
                            (budget_notes.contains("max_bytes") && budget_notes["max_bytes"].contains("spread_by"));
-  if (method.needs_forward() && (!src.model || !src.examples))
-    fail("--method " + req.method, "--data", "runs the model on the examples: give --model and --data");
-  SelectionInput in{config, out.budget, src.stats, req.seed, {}, src.listed};
-  in.restricted_stats = [&](int layer, const ExpertSelection& kept) {
-    if (src.on_step) src.on_step(cat("layer ", layer));
-    RoutingControl rc = routing_for(kept, config);
-    CollectOptions co;
-    co.batch = src.batch;
-    co.last_layer = layer;
-    co.routing = &rc;
-    return collect_route_stats(*src.model, *src.examples, co);
-  };
-  out.selection = method.select(in);
+  if (composed) {
+    out.selection = compose_tasks(config, out.budget, method, src.tasks, req.compose);
+  } else {
+    if (method.needs_forward() && (!src.model || !src.examples))
+      fail("--method " + req.method, "--data", "runs the model on the examples: give --model and --data");
+    SelectionInput in{config, out.budget, src.stats, req.seed, {}, src.listed};
+    in.restricted_stats = [&](int layer, const ExpertSelection& kept) {
+      if (src.on_step) src.on_step(cat("layer ", layer));
+      RoutingControl rc = routing_for(kept, config);
+      CollectOptions co;
+      co.batch = src.batch;
+      co.last_layer = layer;
+      co.routing = &rc;
+      return collect_route_stats(*src.model, *src.examples, co);
+    };
+    out.selection = method.select(in);
+  }
   if (req.exclude) out.selection = complement(out.selection, config);
   out.selection.validate(config, "selection");
   // Report: kept experts and, when statistics exist, their share of the layer's probability.
@@ -160,13 +182,17 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
       for (int64_t e : ids) kept_mass += share[e].item<double>();
       entry["router_prob_mass_kept"] = kept_mass;  // of every column's probability, shared ones included
     }
-    if (req.budget.keep_mass) entry["score_mass_kept"] = routed_share(config, l, mass_scores(method, src.stats)(l), ids);
-    if (spread_used) entry["spread_share_kept"] = routed_share(config, l, spread.score(l), ids);
+    if (req.budget.keep_mass) entry["score_mass_kept"] = routed_share(config, l, budget_in.mass_scores(l), ids);
+    if (spread_used) entry["spread_share_kept"] = routed_share(config, l, budget_in.spread.score(l), ids);
     layers[std::to_string(l)] = entry;
   }
   out.report = {{"method", req.method}, {"budget", out.budget.to_json()}, {"exclude", req.exclude},
                 {"module_top_k", out.budget.module_top_k(config)}, {"layers", layers}};
   out.report.update(budget_notes);
+  if (composed) {
+    out.report["compose"] = req.compose;
+    out.report["tasks"] = task_report(config, out.budget, method, src.tasks, out.selection);
+  }
   if (req.budget.keep_mass) out.report["keep_mass"]["score"] = req.method;
   return out;
 }

@@ -9,6 +9,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/model/model.h"
+#include "surgery/compose.h"
 #include "surgery/examples.h"
 #include "surgery/route_stats.h"
 #include "surgery/selection.h"
@@ -40,6 +41,7 @@ struct ModuleRequest {
   BudgetRequest budget;
   bool exclude = false;  // keep everything except the selection
   uint64_t seed = 0;
+  std::string compose = "joint";  // how several tasks make one module (compose_rules())
 };
 
 // What selection needs besides the request: statistics (from a file or collected), and
@@ -50,6 +52,9 @@ struct SelectionSources {
   const TokenizedExamples* examples = nullptr;
   const ExpertSelection* listed = nullptr;  // --experts for the explicit method
   const ModuleBytes* bytes = nullptr;       // --max-bytes: the parent's sizes (module_bytes)
+  // Several tasks (--data NAME=FILE ..., --and-not NAME): composed by the request's rule
+  // instead of `stats`; empty for one task.
+  std::vector<TaskScores> tasks;
   int64_t batch = 8;
   std::function<void(const std::string& what)> on_step;  // progress notes
 };

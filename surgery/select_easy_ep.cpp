@@ -11,8 +11,11 @@ class EasyEp : public SelectionMethod {
   std::string name() const override { return "easy-ep"; }
   std::string description() const override { return "sum of gate x ||expert output|| x (1 - cos(h, h + moe)) (EASY-EP)"; }
   std::string reference() const override { return "allenai/EMO src/hf_training/easy_ep_prune.py"; }
+  torch::Tensor layer_scores(const RouteStats& stats, int layer) const override {
+    return stats.layers[size_t(layer)].easy_ep;
+  }
   ExpertSelection select(const SelectionInput& in) const override {
-    return keep_top_scored(in.config, in.budget, [&](int l) { return in.stats->layers[size_t(l)].easy_ep; });
+    return keep_top_scored(in.config, in.budget, [&](int l) { return layer_scores(*in.stats, l); });
   }
 };
 }  // namespace

@@ -12,6 +12,7 @@ class Frequency : public SelectionMethod {
   torch::Tensor layer_scores(const RouteStats& stats, int layer) const override {
     return stats.layers[size_t(layer)].select_count;
   }
+  bool score_is_share() const override { return true; }
   ExpertSelection select(const SelectionInput& in) const override {
     return keep_top_scored(in.config, in.budget, [&](int l) { return layer_scores(*in.stats, l); });
   }

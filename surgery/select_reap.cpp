@@ -11,11 +11,12 @@ class Reap : public SelectionMethod {
   std::string name() const override { return "reap"; }
   std::string description() const override { return "mean gate x ||expert output|| over the tokens routed to the expert (REAP)"; }
   std::string reference() const override { return "CerebrasResearch/reap"; }
+  torch::Tensor layer_scores(const RouteStats& stats, int layer) const override {
+    const LayerStats& s = stats.layers[size_t(layer)];
+    return s.reap_sum / s.select_count.to(torch::kFloat64).clamp_min(1);
+  }
   ExpertSelection select(const SelectionInput& in) const override {
-    return keep_top_scored(in.config, in.budget, [&](int l) {
-      const LayerStats& s = in.stats->layers[size_t(l)];
-      return s.reap_sum / s.select_count.to(torch::kFloat64).clamp_min(1);
-    });
+    return keep_top_scored(in.config, in.budget, [&](int l) { return layer_scores(*in.stats, l); });
   }
 };
 }  // namespace

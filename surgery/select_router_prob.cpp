@@ -12,6 +12,7 @@ class RouterProb : public SelectionMethod {
   std::string description() const override { return "highest mean router probability per layer (EMO's default)"; }
   std::string reference() const override { return "allenai/EMO src/hf_training/prune_hf_model.py"; }
   torch::Tensor layer_scores(const RouteStats& stats, int layer) const override { return stats.mean_prob(layer); }
+  bool score_is_share() const override { return true; }
   ExpertSelection select(const SelectionInput& in) const override {
     return keep_top_scored(in.config, in.budget, [&](int l) { return layer_scores(*in.stats, l); });
   }

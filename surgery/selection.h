@@ -98,8 +98,12 @@ class SelectionMethod {
   virtual bool needs_stats() const { return true; }
   virtual bool needs_forward() const { return false; }  // runs its own forward passes
   // Layer `layer`'s expert scores from the statistics alone (any scale; higher is kept
-  // first), where the method ranks by such a score: what --keep-mass sums. Undefined else.
+  // first), where the method ranks by such a score: what budgets spread by and tasks
+  // compose. Undefined else.
   virtual torch::Tensor layer_scores(const RouteStats&, int /*layer*/) const { return {}; }
+  // Whether those scores measure the layer's routing as a quantity that sums (ESFT's gate
+  // score and token ratio): what --keep-mass may sum.
+  virtual bool score_is_share() const { return false; }
   virtual ExpertSelection select(const SelectionInput& in) const = 0;
 };
 

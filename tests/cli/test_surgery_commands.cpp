@@ -49,6 +49,17 @@ TEST_CASE("route -> select -> extract, the module runs everywhere and equals the
   Json viaData = json_of(run_emo("extract --model " + f.full + " --data " + f.gsm8k + " --limit 1 --shots 8 --keep 4 --out " +
                                  f.path("m2") + " --json"));
   Json viaFile = json_of(run_emo("extract --model " + f.full + " --experts " + f.path("e.json") + " --out " + f.path("m3") + " --json"));
+  // Two tasks in one module (select): a report per task; --and-not keeps none of the other's own module.
+  std::string corpus_file = (source_dir() / "data/corpus/valid.jsonl.gz").string();
+  std::string two = "select --model " + f.full + " --stats math=" + f.path("s.safetensors") + " --data code=" + corpus_file +
+                    " --domain code --limit 2 --keep 8 --json --out ";
+  Json joint = json_of(run_emo(two + f.path("mc.json")));
+  CHECK(joint["compose"] == "joint");
+  CHECK(joint["tasks"]["math"]["own_module_kept"].get<double>() > 0);
+  CHECK(joint["tasks"]["code"]["own_module_kept"].get<double>() > 0);
+  Json without = json_of(run_emo(two + f.path("m-not-c.json") + " --and-not code"));
+  CHECK(without["tasks"]["code"]["own_module_kept"].get<double>() == 0.0);
+  CHECK(without["tasks"]["math"]["own_module_kept"].get<double>() >= joint["tasks"]["math"]["own_module_kept"].get<double>());
   // A byte budget (the tiny model is 21.9 MB; top_k per layer takes 11.3 MB): the weight
   // files fit, and the layers keep different counts (EMO's configs can hold them).
   Json sized = json_of(run_emo("extract --model " + f.full + " --stats " + f.path("s.safetensors") +
@@ -109,6 +120,16 @@ TEST_CASE("surgery bad input: one line, non-zero exit, nothing written", "[cli][
   expect_failure(base + "--experts " + f.path("bad2.json"), "expert id 77 out of range");
   write_file_atomic(f.path("empty.jsonl"), "");
   expect_failure(base + "--data " + f.path("empty.jsonl") + " --keep 4", "no examples");
+  // Several tasks (select): names, weights and the tasks left out are checked; an empty task is refused.
+  std::string sel = "select --model " + f.full + " --out " + out + " --keep 4 --limit 1 ";
+  std::string both = sel + "--data math=" + f.gsm8k + " --data code=" + f.gsm8k;
+  expect_failure(both + " --weight math=0", "--weight: math=0: expected NAME=W with W a positive number");
+  expect_failure(both + " --weight math=two", "expected NAME=W with W a positive number");
+  expect_failure(both + " --and-not prose", "--and-not: prose: no task of this name");
+  expect_failure(both + " --and-not math --and-not code", "every task is left out");
+  expect_failure(sel + "--data math=" + f.gsm8k + " --data " + f.gsm8k, "name each one: NAME=FILE");
+  expect_failure(sel + "--data math=" + f.gsm8k + " --data code=" + f.path("empty.jsonl"), "no examples");
+  expect_failure(sel + "--data " + f.gsm8k + " --and-not code", "names a task");
   // Statistics of another model.
   RunResult other = run_emo("init --preset tiny --seed 10 --out " + f.path("other"));
   REQUIRE(other.code == 0);
