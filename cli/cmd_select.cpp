@@ -3,6 +3,9 @@
 
 #include "cli/surgery_flags.h"
 #include "core/util/error.h"
+#include "core/util/log.h"
+#include "eval/svg_chart.h"
+#include "surgery/stability.h"
 #include "surgery/extract.h"
 
 namespace emo::cli {
@@ -46,15 +49,53 @@ std::vector<TaskScores> task_scores(const std::vector<Task>& tasks, const TaskFl
   return out;
 }
 
+// Routes 1, 2, 4, ... examples, one line per size on the terminal.
+StabilityCurve run_stability(LoadedModel& m, const RoutedExamples& ex, const ModuleRequest& req, const ExampleFlags& flags,
+                             double threshold, int patience) {
+  CollectOptions co;
+  co.batch = flags.batch;
+  return stability_curve(*m.model, ex.tokens, req, {}, threshold, patience, co, [](const StabilityPoint& p) {
+    if (std::isnan(p.jaccard)) log_info("stability: ", p.examples, " example(s), ", p.tokens, " tokens");
+    else log_info("stability: ", p.examples, " examples, ", p.tokens, " tokens, Jaccard with the previous size ", p.jaccard);
+  });
+}
+
+// The curve: pooled and per-layer similarity against examples (log2 axis), the threshold dashed.
+std::string stability_svg(const StabilityCurve& curve) {
+  LineChart chart;
+  chart.key = "stability";
+  chart.title = "Selection stability: Jaccard similarity with the previous number of examples";
+  chart.x_label = "examples routed";
+  chart.y_label = "Jaccard similarity";
+  chart.log2_x = true;
+  ChartSeries pooled{"all layers", {}, {}};
+  std::map<int, ChartSeries> layers;
+  for (const auto& p : curve.points) {
+    if (std::isnan(p.jaccard)) continue;
+    pooled.x.push_back(double(p.examples)), pooled.y.push_back(p.jaccard);
+    for (const auto& [l, j] : p.jaccard_per_layer) {
+      auto& s = layers[l];
+      s.name = cat("layer ", l);
+      s.x.push_back(double(p.examples)), s.y.push_back(j);
+    }
+  }
+  chart.series.push_back(pooled);
+  for (auto& [l, s] : layers) chart.series.push_back(s);
+  chart.references.push_back({cat("threshold ", curve.threshold), curve.threshold});
+  return render_svg({chart}, chart.title);
+}
+
 }  // namespace
 
 void add_select(CLI::App& app) {
   struct Opts {
-    std::string model, out, method = "router-prob", experts, device = "auto", tokenizer, report;
+    std::string model, out, method = "router-prob", experts, device = "auto", tokenizer, report, chart;
     ExampleFlags examples;
     BudgetFlags budget;
     TaskFlags tasks;
-    bool exclude = false, json = false;
+    bool exclude = false, json = false, stability = false;
+    double threshold = 0.9;
+    int patience = 1;
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -70,10 +111,17 @@ void add_select(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Seed of the random method");
   cmd->add_option("--out", o->out, "Experts file to write (JSON: layer -> kept routed expert ids)");
   cmd->add_option("--report", o->report, "Also write the selection report (JSON)");
+  cmd->add_flag("--stability", o->stability,
+                "Route the first 1, 2, 4, ... examples of --data, choose the module at each size, and stop when "
+                "successive selections' Jaccard similarity reaches --threshold; writes the last size's module");
+  cmd->add_option("--threshold", o->threshold, "With --stability: the pooled Jaccard similarity that stops it");
+  cmd->add_option("--patience", o->patience, "With --stability: stop after this many successive sizes at the threshold");
+  cmd->add_option("--chart", o->chart, "With --stability: the similarity curve as SVG (default: OUT.stability.svg)");
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's)");
   cmd->add_option("--device", o->device, "auto, cpu or cuda");
   cmd->add_flag("--json", o->json, "Print the report as JSON");
-  cmd->footer("Writes OUT, an experts file usable with --experts by extract, eval, generate and logits. Examples:\n"
+  cmd->footer("Writes OUT, an experts file usable with --experts by extract, eval, generate and logits (with --stability\n"
+              "also the curve's SVG, and the report's \"stability\" entry). Examples:\n"
               "  emo select --model out/tiny --data data/gsm8k/train.jsonl --limit 1 --method router-prob --keep 4 "
               "--out math.experts.json\n"
               "  emo select --model out/tiny --stats math=math.safetensors --stats code=code.safetensors --weight math=2 "
@@ -85,6 +133,12 @@ void add_select(CLI::App& app) {
     }
     if (o->out.empty()) fail("emo select", "--out", "give the experts file to write");
     if (o->model.empty()) fail("emo select", "--model", "give the model the experts belong to");
+    auto write_selection = [&](const ModuleChoice& choice) {
+      choice.selection.save(o->out);
+      if (!o->report.empty()) write_file_atomic(o->report, choice.report.dump(2) + "\n");
+      if (o->json) print_json(choice.report);
+      else print_line(cat("wrote ", o->out, " (", o->method, ", module top-k ", choice.report["module_top_k"].get<int64_t>(), ")"));
+    };
     const SelectionMethod& method = find_selection_method(o->method);
     ModuleRequest req{o->method, o->budget.request(), o->exclude, o->seed, o->tasks.compose};
     std::optional<LoadedModel> m;
@@ -100,6 +154,19 @@ void add_select(CLI::App& app) {
     auto ensure_model = [&] {
       if (!m) m = load_model(o->model, "", o->device, o->tokenizer), model_hash = parent_content_hash(*m->checkpoint, false);
     };
+    if (o->stability) {
+      if (!single || !st.empty() || data.empty())
+        fail("--stability", "--data", "routes growing numbers of one task's examples: give one --data FILE");
+      ensure_model();
+      ex = read_examples(o->examples, *m);
+      StabilityCurve curve = run_stability(*m, *ex, req, o->examples, o->threshold, o->patience);
+      ModuleChoice choice = curve.points.back().choice;
+      choice.report["stability"] = curve.to_json();
+      std::string chart = o->chart.empty() ? fs::path(o->out).replace_extension(".stability.svg").string() : o->chart;
+      write_file_atomic(chart, stability_svg(curve));
+      write_selection(choice);
+      return;
+    }
     if (single) {
       if (!o->tasks.weights.empty() || !o->tasks.and_not.empty())
         fail(o->tasks.weights.empty() ? "--and-not" : "--weight", "",
@@ -138,11 +205,7 @@ void add_select(CLI::App& app) {
     src.tasks = task_scores(tasks, o->tasks);
     std::optional<ModuleBytes> sizes;
     if (req.budget.max_bytes) src.bytes = &sizes.emplace(module_bytes(ck));
-    ModuleChoice choice = choose_module(ck.config(), req, src);
-    choice.selection.save(o->out);
-    if (!o->report.empty()) write_file_atomic(o->report, choice.report.dump(2) + "\n");
-    if (o->json) print_json(choice.report);
-    else print_line(cat("wrote ", o->out, " (", o->method, ", module top-k ", choice.report["module_top_k"].get<int64_t>(), ")"));
+    write_selection(choose_module(ck.config(), req, src));
   });
 }
 

@@ -3,6 +3,7 @@
 
 #include "cli_util.h"
 #include "core/io/json.h"
+#include "eval/svg_chart.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -60,6 +61,20 @@ TEST_CASE("route -> select -> extract, the module runs everywhere and equals the
   Json without = json_of(run_emo(two + f.path("m-not-c.json") + " --and-not code"));
   CHECK(without["tasks"]["code"]["own_module_kept"].get<double>() == 0.0);
   CHECK(without["tasks"]["math"]["own_module_kept"].get<double>() >= joint["tasks"]["math"]["own_module_kept"].get<double>());
+  // How many examples are enough: the curve's points in the report and in the SVG, the last
+  // size's module written.
+  Json stab = json_of(run_emo("select --model " + f.full + " --data " + f.gsm8k + " --limit 4 --keep 4 --stability "
+                              "--threshold 1 --patience 5 --json --out " + f.path("stab.json")));
+  const Json& points = stab["stability"]["points"];
+  REQUIRE(points.size() == 3);  // 1, 2, 4 examples
+  CHECK(points[2]["examples"] == 4);
+  CHECK(points[0]["jaccard"].is_null());
+  std::string svg = read_text_file(f.path("stab.stability.svg"));
+  for (size_t i = 1; i < points.size(); ++i) {
+    INFO(points[i].dump());
+    CHECK(svg.find("data-y=\"" + exact_number(points[i]["jaccard"].get<double>()) + "\"") != std::string::npos);
+  }
+  CHECK(fs::exists(f.path("stab.json")));
   // A byte budget (the tiny model is 21.9 MB; top_k per layer takes 11.3 MB): the weight
   // files fit, and the layers keep different counts (EMO's configs can hold them).
   Json sized = json_of(run_emo("extract --model " + f.full + " --stats " + f.path("s.safetensors") +
@@ -130,6 +145,8 @@ TEST_CASE("surgery bad input: one line, non-zero exit, nothing written", "[cli][
   expect_failure(sel + "--data math=" + f.gsm8k + " --data " + f.gsm8k, "name each one: NAME=FILE");
   expect_failure(sel + "--data math=" + f.gsm8k + " --data code=" + f.path("empty.jsonl"), "no examples");
   expect_failure(sel + "--data " + f.gsm8k + " --and-not code", "names a task");
+  expect_failure(both + " --stability", "--stability: --data: routes growing numbers of one task's examples");
+  expect_failure(sel + "--data " + f.gsm8k + " --stability --threshold 1.5", "threshold must be in (0, 1]");
   // Statistics of another model.
   RunResult other = run_emo("init --preset tiny --seed 10 --out " + f.path("other"));
   REQUIRE(other.code == 0);
