@@ -34,15 +34,7 @@ std::vector<TaskScores> task_scores(const std::vector<Task>& tasks, const TaskFl
     fail(flag, name, "no task of this name (tasks are named by --data NAME=FILE or --stats NAME=FILE)");
   };
   for (const auto& w : flags.weights) {
-    auto [name, value] = split_named(w);
-    size_t used = 0;
-    double weight = 0;
-    try {
-      weight = std::stod(value, &used);
-    } catch (const std::exception&) {
-    }
-    if (name.empty() || used != value.size() || !(weight > 0) || !std::isfinite(weight))
-      fail("--weight", w, "expected NAME=W with W a positive number");
+    auto [name, weight] = parse_weight(w);
     find("--weight", name).weight = weight;
   }
   for (const auto& n : flags.and_not) find("--and-not", n).avoid = true;
@@ -114,8 +106,18 @@ void add_select(CLI::App& app) {
   cmd->add_flag("--stability", o->stability,
                 "Route the first 1, 2, 4, ... examples of --data, choose the module at each size, and stop when "
                 "successive selections' Jaccard similarity reaches --threshold; writes the last size's module");
-  cmd->add_option("--threshold", o->threshold, "With --stability: the pooled Jaccard similarity that stops it");
-  cmd->add_option("--patience", o->patience, "With --stability: stop after this many successive sizes at the threshold");
+  cmd->add_option("--threshold", o->threshold, "With --stability: the pooled Jaccard similarity that stops it")
+      ->check(parsed_by(
+          [](const std::string& t) {
+            if (!(std::stod(t) > 0 && std::stod(t) <= 1)) fail("--threshold", t, "must be in (0, 1]");
+          },
+          "J"));
+  cmd->add_option("--patience", o->patience, "With --stability: stop after this many successive sizes at the threshold")
+      ->check(parsed_by(
+          [](const std::string& t) {
+            if (std::stoll(t) < 1) fail("--patience", t, "must be at least 1");
+          },
+          "N"));
   cmd->add_option("--chart", o->chart, "With --stability: the similarity curve as SVG (default: OUT.stability.svg)");
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's)");
   cmd->add_option("--device", o->device, "auto, cpu or cuda");

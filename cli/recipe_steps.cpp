@@ -153,6 +153,7 @@ StepCatalogue step_catalogue() {
       s.kind = kind_of(*opt);
       s.required = opt->get_required();
       s.input_path = kInputPathFlags.count(key) > 0;
+      s.named_path = s.input_path && std::string(sc.command) == "select" && (key == "data" || key == "stats");
       s.choices = choices_of(*opt);
       if (s.choices.empty()) s.check = value_check(*opt);
       s.help = opt->get_description();

@@ -1,6 +1,7 @@
 #include "cli/surgery_flags.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -32,12 +33,41 @@ std::pair<std::string, std::string> split_named(const std::string& text) {
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
+CLI::Validator parsed_by(const std::function<void(const std::string&)>& parse, const std::string& name) {
+  return CLI::Validator(
+      [parse](std::string& text) {
+        try {
+          parse(text);
+          return std::string();
+        } catch (const Error& e) {
+          return cat(e.field(), ": ", e.detail());  // CLI11 and recipes put the flag's name before it
+        } catch (const std::exception&) {            // std::stod and friends
+          return cat(text, ": expected a number");
+        }
+      },
+      name);
+}
+
+std::pair<std::string, double> parse_weight(const std::string& text) {
+  auto [name, value] = split_named(text);
+  size_t used = 0;
+  double weight = 0;
+  try {
+    weight = std::stod(value, &used);
+  } catch (const std::exception&) {
+  }
+  if (name.empty() || used != value.size() || !(weight > 0) || !std::isfinite(weight))
+    fail("--weight", text, "expected NAME=W with W a positive number");
+  return {name, weight};
+}
+
 bool any_named(const std::vector<std::string>& values) {
   return std::any_of(values.begin(), values.end(), [](const std::string& v) { return !split_named(v).first.empty(); });
 }
 
 void TaskFlags::add(CLI::App* cmd) {
-  cmd->add_option("--weight", weights, "NAME=W: a task's weight when several are composed (default 1)");
+  cmd->add_option("--weight", weights, "NAME=W: a task's weight when several are composed (default 1)")
+      ->check(parsed_by([](const std::string& text) { parse_weight(text); }, "NAME=W"));
   std::string rules;
   std::vector<std::string> names;
   for (const auto& r : compose_rules()) rules += "; " + r.name + ": " + r.description, names.push_back(r.name);
@@ -55,16 +85,7 @@ void BudgetFlags::add(CLI::App* cmd) {
   cmd->add_option("--max-bytes", max_bytes,
                   "The largest module whose weight files fit in SIZE (8GB, 500MiB, bytes), never below top_k per "
                   "layer; spread over layers by the scores where the family allows (EMO)")
-      ->check(CLI::Validator(
-          [](std::string& text) {
-            try {
-              parse_size(text, "");
-              return std::string();
-            } catch (const Error& e) {
-              return cat(text, ": ", e.detail());  // so recipes refuse it before any step runs
-            }
-          },
-          "SIZE"));
+      ->check(parsed_by([](const std::string& text) { parse_size(text, "--max-bytes"); }, "SIZE"));
   cmd->add_option("--per-layer", per_layer,
                   "same: --keep/--keep-fraction in every layer; auto: their total spread over layers by the "
                   "scores, the largest share of a layer's routed score first (EMO's configs only)")

@@ -20,6 +20,11 @@ struct ExampleFlags {
 // NAME=VALUE as given to --data, --stats and --weight ("" name where there is no '=').
 std::pair<std::string, std::string> split_named(const std::string& text);
 bool any_named(const std::vector<std::string>& values);
+// --weight NAME=W: emo::Error unless W is a positive number.
+std::pair<std::string, double> parse_weight(const std::string& text);
+// A flag check from a parser that throws emo::Error: the value is refused with its message,
+// by CLI11 and by recipes before any step runs.
+CLI::Validator parsed_by(const std::function<void(const std::string&)>& parse, const std::string& name);
 
 // Several tasks for `emo select`: --data/--stats NAME=FILE, --weight NAME=W, --and-not NAME.
 struct TaskFlags {

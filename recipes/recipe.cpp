@@ -362,10 +362,11 @@ void Loader::check_value(RecipeStep& step, const SettingSpec& spec, SettingValue
       if (std::string why = spec.check(item); !why.empty()) error(v.pos, field, why);
     if (spec.input_path && find_references(item).empty()) {
       // Paths in the file are relative to it (as inputs are); from --set, to the cwd.
-      fs::path p = v.pos.line > 0 ? resolve_path(item) : fs::absolute(item).lexically_normal();
+      auto [name, path] = split_path_name(spec, item);
+      fs::path p = v.pos.line > 0 ? resolve_path(path) : fs::absolute(path).lexically_normal();
       std::error_code ec;
       if (!fs::exists(p, ec)) error(v.pos, field, "no such file or directory: ", p.string());
-      item = p.string();
+      item = name + p.string();
     }
   }
 }
@@ -480,6 +481,12 @@ Recipe load_recipe(const fs::path& file, const StepCatalogue& catalogue, const R
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) fail(file.string(), "", "no such recipe file");
   return Loader(file, catalogue, options).load();
+}
+
+std::pair<std::string, std::string> split_path_name(const SettingSpec& spec, const std::string& value) {
+  const size_t eq = spec.named_path ? value.find('=') : std::string::npos;
+  if (eq == std::string::npos) return {"", value};
+  return {value.substr(0, eq + 1), value.substr(eq + 1)};
 }
 
 }  // namespace emo

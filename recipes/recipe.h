@@ -41,8 +41,12 @@ struct SettingSpec {
   // The flag's own check of a value ("" when fine, else why not), where it has one: a recipe
   // is refused for what the command would refuse, before any step runs.
   std::function<std::string(const std::string&)> check;
+  bool named_path = false;  // an input path may carry a task name: NAME=FILE (emo select's tasks)
 };
 const char* setting_kind_name(SettingSpec::Kind kind);
+// A named path's NAME= prefix ("" where the value has none, or the setting takes no names)
+// and the path after it.
+std::pair<std::string, std::string> split_path_name(const SettingSpec& spec, const std::string& value);
 
 struct StepTypeSpec {
   std::string command;   // "extract", "eval suite"

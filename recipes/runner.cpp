@@ -118,7 +118,7 @@ class Runner {
   std::string hash_of(const fs::path& path);
   static std::string step_of(const Reference& ref) { return ref.name.substr(0, ref.name.rfind('.')); }
   std::string resolve(const std::string& text) const;
-  std::optional<std::string> key_token(const std::string& text, bool input_path);
+  std::optional<std::string> key_token(const std::string& text, const SettingSpec& spec);
   std::optional<std::string> cache_key(const RecipeStep& s);
   StepCall call_for(const RecipeStep& s, const Done& d) const;
   std::set<std::string> selected_steps() const;
@@ -167,8 +167,12 @@ std::string Runner::resolve(const std::string& text) const {
 // What a setting value contributes to the cache key: references become the hashes of
 // what they point at (so moving the workdir or an input keeps the key), and a literal
 // path is hashed too. nullopt when it depends on a step whose output is not known yet.
-std::optional<std::string> Runner::key_token(const std::string& text, bool input_path) {
-  if (find_references(text).empty()) return input_path ? hash_of(text) : text;
+std::optional<std::string> Runner::key_token(const std::string& text, const SettingSpec& spec) {
+  if (find_references(text).empty()) {
+    if (!spec.input_path) return text;
+    auto [name, path] = split_path_name(spec, text);  // a task's name stays in the key
+    return name + hash_of(path);
+  }
   bool unknown = false;
   std::string out = replace_references(text, [&](const Reference& ref) -> std::optional<std::string> {
     if (ref.kind == "inputs") return input_hash(*r_.input(ref.name));
@@ -190,7 +194,7 @@ std::optional<std::string> Runner::cache_key(const RecipeStep& s) {
     const SettingSpec* spec = type.find(v.key);
     Json items = Json::array();
     for (const auto& item : v.items) {
-      auto t = key_token(item, spec->input_path);
+      auto t = key_token(item, *spec);
       if (!t) return std::nullopt;
       items.push_back(*t);
     }
@@ -252,7 +256,8 @@ void Runner::finish_provenance(const RecipeStep& s, const StepCall& call, const 
                                                      ? YAML::Node(a.values[0])
                                                      : YAML::Node(a.values));
       if (!spec->input_path) continue;
-      for (const auto& path : a.values) {
+      for (const auto& value : a.values) {
+        const std::string path = split_path_name(*spec, value).second;  // a task's name is not part of the path
         std::string h = hash_of(path);
         prov.add_input(a.key, path, h);
         auto parent = provenance_of(path);

@@ -173,6 +173,37 @@ TEST_CASE("emo run: recipe errors are one line with file:line:col, and nothing r
   CHECK_FALSE(fs::exists(tmp / "work"));
 }
 
+TEST_CASE("emo run: select composes named tasks from steps and files; their names and paths are checked",
+          "[cli][recipes]") {
+  TempDir tmp;
+  REQUIRE(run_emo("init --preset micro --seed 3 --out " + (tmp / "m").string()).code == 0);
+  const std::string gsm8k = (source_dir() / "data/gsm8k/train.jsonl").string();
+  auto recipe = [&](const std::string& select_with) {
+    return "name: tasks\ninputs:\n  base: " + (tmp / "m").string() +
+           "\nsteps:\n"
+           "  - id: route-math\n    command: route\n    with: {model: \"${inputs.base}\", data: " + gsm8k + ", limit: 2}\n"
+           "  - id: both\n    command: select\n    with: {model: \"${inputs.base}\", keep: 4, " + select_with + "}\n";
+  };
+  fs::path file = tmp / "tasks.yaml";
+  write_file_atomic(file, recipe("stats: [\"math=${steps.route-math.out}\"], data: [code=" + gsm8k +
+                                 "], weight: [math=2], skip: 5, limit: 2"));
+  RunResult ok = run_emo("run " + file.string() + " --workdir " + (tmp / "w").string());
+  INFO(ok.err);
+  REQUIRE(ok.code == 0);
+  Json experts = load_json_file((tmp / "w/both/experts.json").string());
+  CHECK(experts.size() == 2);  // micro: two MoE layers
+  // A named path that does not exist, and a weight that is not a positive number, are refused
+  // before anything runs.
+  write_file_atomic(file, recipe("data: [math=" + (tmp / "nope.jsonl").string() + ", code=" + gsm8k + "]"));
+  RunResult missing = run_emo("run " + file.string() + " --workdir " + (tmp / "w2").string());
+  CHECK(count_lines(missing.err) == 1);
+  CHECK(missing.err.find("with.data: no such file or directory: " + (tmp / "nope.jsonl").string()) != std::string::npos);
+  write_file_atomic(file, recipe("data: [math=" + gsm8k + ", code=" + gsm8k + "], weight: [math=-1]"));
+  RunResult weight = run_emo("run " + file.string() + " --workdir " + (tmp / "w2").string());
+  CHECK(weight.err.find("with.weight: math=-1: expected NAME=W with W a positive number") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "w2"));
+}
+
 TEST_CASE("the shipped recipes validate, and docs/recipes.md carries the current reference", "[cli][recipes]") {
   for (const char* name : {"quickstart", "modularity", "budget-sweep"}) {
     RunResult r = run_emo("run " + (source_dir() / "recipes" / (std::string(name) + ".yaml")).string() +

@@ -146,7 +146,7 @@ TEST_CASE("surgery bad input: one line, non-zero exit, nothing written", "[cli][
   expect_failure(sel + "--data math=" + f.gsm8k + " --data code=" + f.path("empty.jsonl"), "no examples");
   expect_failure(sel + "--data " + f.gsm8k + " --and-not code", "names a task");
   expect_failure(both + " --stability", "--stability: --data: routes growing numbers of one task's examples");
-  expect_failure(sel + "--data " + f.gsm8k + " --stability --threshold 1.5", "threshold must be in (0, 1]");
+  expect_failure(sel + "--data " + f.gsm8k + " --stability --threshold 1.5", "--threshold: 1.5: must be in (0, 1]");
   // Statistics of another model.
   RunResult other = run_emo("init --preset tiny --seed 10 --out " + f.path("other"));
   REQUIRE(other.code == 0);
