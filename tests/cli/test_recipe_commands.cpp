@@ -173,7 +173,7 @@ TEST_CASE("emo run: recipe errors are one line with file:line:col, and nothing r
   CHECK_FALSE(fs::exists(tmp / "work"));
 }
 
-TEST_CASE("emo run: select composes named tasks from steps and files; their names and paths are checked",
+TEST_CASE("emo run: select composes named tasks from steps and files, and checks their names and paths",
           "[cli][recipes]") {
   TempDir tmp;
   REQUIRE(run_emo("init --preset micro --seed 3 --out " + (tmp / "m").string()).code == 0);
