@@ -28,6 +28,8 @@
 
 namespace emo::cli {
 
+void add_eval_pareto(CLI::App* eval);  // cli/cmd_eval_pareto.cpp
+
 namespace {
 
 // The record every summary starts with: what was evaluated, how.
@@ -83,18 +85,6 @@ std::function<void(size_t, size_t)> progress_to(Progress& bar) {
 
 // ---- the tasks of suite and sweep, read (and checked) before any model loads ----------
 
-// Perplexity documents of `corpus` (default: the shipped valid split), at most
-// `per_domain` of each domain (0: all).
-std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
-  if (corpus.empty()) corpus = (data_root() / "corpus" / "valid.jsonl.gz").string();
-  TextDocs docs = load_text_docs(corpus);
-  std::vector<TextDoc> kept;
-  std::map<std::string, size_t> seen;
-  for (auto& d : docs.docs)
-    if (!per_domain || seen[d.domain]++ < per_domain) kept.push_back(std::move(d));
-  if (kept.empty()) fail(corpus, "", "no documents");
-  return kept;
-}
 
 // GSM8K items and shots of a suite; `shots` < 0 means the paper's 8.
 void add_gsm8k_task(SuiteTasks& tasks, const std::string& data, const std::string& split, size_t limit, int shots,
@@ -659,6 +649,7 @@ void add_eval(CLI::App& app) {
   add_eval_mc(eval);
   add_eval_suite(eval);
   add_eval_sweep(eval);
+  add_eval_pareto(eval);
 }
 
 EMO_REGISTER_COMMAND(70, add_eval);

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include "core/model/compat.h"
 #include "core/model/generate.h"
@@ -38,6 +39,17 @@ fs::path data_root() {
   fs::path installed = executable_dir() / ".." / "share" / "emo" / "data";
   if (fs::is_directory(installed, ec)) return installed.lexically_normal();
   return fs::path(EMO_SOURCE_DIR) / "data";
+}
+
+std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
+  if (corpus.empty()) corpus = (data_root() / "corpus" / "valid.jsonl.gz").string();
+  TextDocs docs = load_text_docs(corpus);
+  std::vector<TextDoc> kept;
+  std::map<std::string, size_t> seen;
+  for (auto& d : docs.docs)
+    if (!per_domain || seen[d.domain]++ < per_domain) kept.push_back(std::move(d));
+  if (kept.empty()) fail(corpus, "", "no documents");
+  return kept;
 }
 
 std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets, const std::string& flag) {

@@ -12,6 +12,7 @@
 #include "core/checkpoint/experts.h"
 #include "core/io/json.h"
 #include "core/model/model.h"
+#include "core/text/dataset.h"
 #include "core/text/tokenizer.h"
 #include "core/util/fs.h"
 
@@ -28,6 +29,9 @@ Globals& globals();
 // The project's data/ folder (tokenizers, corpus, GSM8K): $EMO_DATA, else data/ beside
 // the executable's install prefix, else the source tree it was built from.
 fs::path data_root();
+// Perplexity documents of `corpus` (default: the shipped valid split), at most
+// `per_domain` of each domain (0: all).
+std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain);
 
 // "key=value" pairs from repeated --set (or `flag`) flags; emo::Error for a malformed one.
 std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,

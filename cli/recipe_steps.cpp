@@ -24,7 +24,7 @@ constexpr StepCommand kStepCommands[] = {
     {"init", ""},          {"convert", ""},      {"pretrain", ""},       {"route", "stats.safetensors"},
     {"select", "experts.json"}, {"extract", ""}, {"finetune", ""},       {"merge", ""},
     {"eval ppl", "ppl.json"},   {"eval gsm8k", ""}, {"eval mc", ""},     {"eval suite", ""},
-    {"eval sweep", ""},    {"analyze usage", ""}, {"analyze clusters", ""},
+    {"eval sweep", ""},    {"eval pareto", ""},   {"analyze usage", ""}, {"analyze clusters", ""},
 };
 
 // Flags the runner owns: where the output goes, replacing it, how results print. A step
@@ -35,7 +35,12 @@ const std::set<std::string> kRunnerFlags = {"out", "help", "force", "overwrite",
 // Flags naming something a step reads: hashed into the cache key and recorded as inputs.
 const std::set<std::string> kInputPathFlags = {"model",  "base",   "module", "modules",    "data",  "experts",
                                                "stats",  "corpus", "config", "gsm8k-data", "mc",    "mc-fewshot",
-                                               "tokenizer", "ppl-data", "prompts", "fewshot"};
+                                               "tokenizer", "ppl-data", "prompts", "fewshot", "baseline", "scratch"};
+
+// Input flags whose values may carry a name, NAME=PATH: the name is a setting, the path
+// an input (emo select's tasks, emo eval pareto's models).
+const std::set<std::pair<std::string, std::string>> kNamedPathFlags = {
+    {"select", "data"}, {"select", "stats"}, {"eval pareto", "baseline"}, {"eval pareto", "scratch"}};
 
 // While a step runs, what the command prints goes to stderr: `emo run`'s stdout is its
 // own report (and valid JSON with --json), the steps' lines are progress.
@@ -80,7 +85,8 @@ CLI::App* find_subcommand(CLI::App& app, const std::string& command) {
 }
 
 SettingSpec::Kind kind_of(const CLI::Option& opt) {
-  if (opt.get_type_size() == 0) return SettingSpec::Kind::Bool;
+  // A flag expects no value (CLI11 2.1's add_flag sets expected(0), its type size stays 1).
+  if (opt.get_expected_max() == 0 || opt.get_type_size() == 0) return SettingSpec::Kind::Bool;
   if (opt.get_expected_max() > 1) return SettingSpec::Kind::List;
   std::string type = opt.get_type_name();
   type = type.substr(0, type.find(':'));
@@ -153,7 +159,7 @@ StepCatalogue step_catalogue() {
       s.kind = kind_of(*opt);
       s.required = opt->get_required();
       s.input_path = kInputPathFlags.count(key) > 0;
-      s.named_path = s.input_path && std::string(sc.command) == "select" && (key == "data" || key == "stats");
+      s.named_path = kNamedPathFlags.count({sc.command, key}) > 0;
       s.choices = choices_of(*opt);
       if (s.choices.empty()) s.check = value_check(*opt);
       s.help = opt->get_description();

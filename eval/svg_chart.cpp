@@ -13,7 +13,10 @@ namespace {
 // labels, below for two lines of x tick labels and the axis label, right for the legend.
 constexpr double kWidth = 760, kHeight = 380;
 constexpr double kLeft = 80, kRight = 560, kTop = 44, kBottom = 300;
-constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+// Legend text at font-size 12 takes at most this much width per character.
+constexpr double kCharWidth = 7.5;
 
 std::string num(double v, int digits = 2) { return svg_number(v, digits); }
 
@@ -32,16 +35,31 @@ struct Scale {
 };
 
 bool drawable(const LineChart& c, double x, double y) {
-  return std::isfinite(y) && std::isfinite(x) && (!c.log2_x || x > 0);
+  return std::isfinite(y) && std::isfinite(x) && (!c.log2_x || x > 0) && (!c.log_y || y > 0);
 }
 
 double x_position(const LineChart& c, double x) { return c.log2_x ? std::log2(x) : x; }
+double y_position(const LineChart& c, double y) { return c.log_y ? std::log10(y) : y; }
+
+// Ticks of a log axis covering [lo, hi] (0 < lo <= hi): `mantissas` times powers of ten,
+// from the largest at or below lo to the smallest at or above hi.
+std::vector<double> log_ticks(double lo, double hi, const std::vector<double>& mantissas) {
+  std::vector<double> all;
+  for (int e = int(std::floor(std::log10(lo))) - 1; e <= int(std::ceil(std::log10(hi))); ++e)
+    for (double m : mantissas) all.push_back(m * std::pow(10.0, e));
+  std::vector<double> ticks;
+  for (size_t i = 0; i < all.size(); ++i)
+    if ((i + 1 < all.size() && all[i + 1] > lo && all[i] <= hi) || (i > 0 && all[i - 1] < hi && all[i] >= lo))
+      ticks.push_back(all[i]);
+  return ticks;
+}
 
 // Decimals that tell ticks `step` apart.
 int tick_decimals(double step) { return std::max(0, int(-std::floor(std::log10(step) + 1e-9))); }
 
 Scale x_scale(const LineChart& c, const std::set<double>& xs) {
   double lo = x_position(c, *xs.begin()), hi = x_position(c, *xs.rbegin());
+  if (c.round_x_ticks) return {lo, hi, kLeft, kRight};  // xs are the round ticks around the data
   double pad = lo == hi ? 1 : 0.06 * (hi - lo);
   return {lo - pad, hi + pad, kLeft, kRight};
 }
@@ -58,6 +76,11 @@ std::vector<double> y_ticks(const LineChart& c) {
     double pad = std::max(std::abs(lo) * 0.05, 0.5);
     lo -= pad, hi += pad;
   }
+  if (c.log_y && lo > 0) {
+    // 1-2-3-5 per decade; a range of less than a decade gets the finer 1-1.5-2-3-...-8.
+    std::vector<double> ticks = log_ticks(lo, hi, {1, 2, 3, 5});
+    return ticks.size() >= 5 ? ticks : log_ticks(lo, hi, {1, 1.5, 2, 3, 4, 5, 6, 7, 8});
+  }
   return nice_ticks(lo, hi);
 }
 
@@ -68,11 +91,11 @@ std::string axes(const LineChart& c, const Scale& sx, const Scale& sy, const std
        num(kBottom - kTop) + "\" fill=\"none\" stroke=\"#999\"/>\n";
   int decimals = yt.size() > 1 ? tick_decimals(yt[1] - yt[0]) : 2;
   for (double t : yt) {
-    std::string y = num(sy(t));
+    std::string y = num(sy(y_position(c, t)));
     o += "<line class=\"y-tick\" x1=\"" + num(kLeft) + "\" x2=\"" + num(kRight) + "\" y1=\"" + y + "\" y2=\"" + y +
          "\" stroke=\"#e5e5e5\"/>\n";
     o += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + y + "\" text-anchor=\"end\" dominant-baseline=\"middle\">" +
-         num(t, decimals) + "</text>\n";
+         (c.log_y ? short_number(t) : num(t, decimals)) + "</text>\n";
   }
   for (double v : xs) {
     std::string x = num(sx(x_position(c, v)));
@@ -99,7 +122,7 @@ std::string series_marks(const LineChart& c, const ChartSeries& s, const char* s
   std::string line, dots;
   for (size_t i = 0; i < s.x.size(); ++i) {
     if (!drawable(c, s.x[i], s.y[i])) continue;
-    std::string px = num(sx(x_position(c, s.x[i]))), py = num(sy(s.y[i]));
+    std::string px = num(sx(x_position(c, s.x[i]))), py = num(sy(y_position(c, s.y[i])));
     line += (line.empty() ? "" : " ") + px + "," + py;
     dots += "<circle class=\"point\" data-chart=\"" + xml_escape(c.key) + "\" data-series=\"" + xml_escape(s.name) +
             "\" data-x=\"" + exact_number(s.x[i]) + "\" data-y=\"" + exact_number(s.y[i]) + "\" cx=\"" + px + "\" cy=\"" + py +
@@ -113,9 +136,9 @@ std::string series_marks(const LineChart& c, const ChartSeries& s, const char* s
   return o + dots;
 }
 
-std::string reference_line(const ChartReference& r, const Scale& sy) {
-  if (!std::isfinite(r.y)) return "";
-  std::string y = num(sy(r.y));
+std::string reference_line(const LineChart& c, const ChartReference& r, const Scale& sy) {
+  if (!std::isfinite(r.y) || (c.log_y && r.y <= 0)) return "";
+  std::string y = num(sy(y_position(c, r.y)));
   return "<line class=\"reference\" data-series=\"" + xml_escape(r.name) + "\" data-y=\"" + exact_number(r.y) + "\" x1=\"" +
          num(kLeft) + "\" x2=\"" + num(kRight) + "\" y1=\"" + y + "\" y2=\"" + y +
          "\" stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n";
@@ -149,11 +172,15 @@ std::string panel(const LineChart& c) {
     for (size_t i = 0; i < s.x.size(); ++i)
       if (drawable(c, s.x[i], s.y[i])) xs.insert(s.x[i]);
   if (xs.empty()) xs.insert(1);  // an empty frame, still a valid chart
+  if (c.round_x_ticks && *xs.begin() < *xs.rbegin()) {
+    std::vector<double> t = nice_ticks(*xs.begin(), *xs.rbegin(), 6);
+    xs = std::set<double>(t.begin(), t.end());
+  }
   Scale sx = x_scale(c, xs);
   std::vector<double> yt = y_ticks(c);
-  Scale sy{yt.front(), yt.back(), kBottom, kTop};
+  Scale sy{y_position(c, yt.front()), y_position(c, yt.back()), kBottom, kTop};
   std::string o = axes(c, sx, sy, xs, yt);
-  for (const auto& r : c.references) o += reference_line(r, sy);
+  for (const auto& r : c.references) o += reference_line(c, r, sy);
   for (size_t i = 0; i < c.series.size(); ++i) o += series_marks(c, c.series[i], color(i), sx, sy);
   return o + legend(c);
 }
@@ -210,11 +237,25 @@ std::string xml_escape(const std::string& s) {
   return o;
 }
 
+namespace {
+
+// The picture's width: the panel and a legend wide enough for its longest entry.
+double svg_width(const std::vector<LineChart>& charts) {
+  size_t longest = 0;
+  for (const auto& c : charts) {
+    for (const auto& s : c.series) longest = std::max(longest, s.name.size());
+    for (const auto& r : c.references) longest = std::max(longest, r.name.size());
+  }
+  return std::max(kWidth, std::ceil(kRight + 46 + kCharWidth * double(longest) + 12));
+}
+
+}  // namespace
+
 std::string render_svg(const std::vector<LineChart>& charts, const std::string& title) {
-  double height = kHeight * double(std::max<size_t>(1, charts.size()));
+  double height = kHeight * double(std::max<size_t>(1, charts.size())), width = svg_width(charts);
   std::string o = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(kWidth, 0) + "\" height=\"" + num(height, 0) +
-       "\" viewBox=\"0 0 " + num(kWidth, 0) + " " + num(height, 0) +
+  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(width, 0) + "\" height=\"" + num(height, 0) +
+       "\" viewBox=\"0 0 " + num(width, 0) + " " + num(height, 0) +
        "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"12\">\n";
   o += "<title>" + xml_escape(title) + "</title>\n";
   o += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";

@@ -6,6 +6,7 @@
 // checked against the numbers it was drawn from.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,11 +28,24 @@ struct LineChart {
   std::string key;  // data-chart of its points
   std::string title, x_label, y_label;
   bool log2_x = false;  // x positions at log2(x): budgets that double are evenly spaced
+  bool round_x_ticks = false;  // x ticks at round values over the range, not at every point's x
+  bool log_y = false;          // y positions at log10(y), ticks at 1, 2, 3, 5 x 10^k (finer within a
+                               // decade): equal ratios, equal distances
   std::vector<ChartSeries> series;
   std::vector<ChartReference> references;
   // A second line under an x tick label (e.g. the module size at that budget).
   std::map<double, std::string> x_notes;
 };
+
+// The series of `points` (anything with a `series` name) in the order they first appear:
+// a chart's legend order.
+template <typename Point>
+std::vector<std::string> series_in_order(const std::vector<Point>& points) {
+  std::vector<std::string> names;
+  for (const auto& p : points)
+    if (std::find(names.begin(), names.end(), p.series) == names.end()) names.push_back(p.series);
+  return names;
+}
 
 // One SVG document with the charts one below the other; `title` is its <title>.
 std::string render_svg(const std::vector<LineChart>& charts, const std::string& title);

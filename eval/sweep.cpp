@@ -56,14 +56,6 @@ std::string format_metric(const std::string& key, double v) {
   return fixed(100 * v, 1) + "%";
 }
 
-// Series names in the order the points first use them.
-std::vector<std::string> series_names(const SweepResult& r) {
-  std::vector<std::string> names;
-  for (const auto& p : r.points)
-    if (std::find(names.begin(), names.end(), p.series) == names.end()) names.push_back(p.series);
-  return names;
-}
-
 }  // namespace
 
 std::vector<int64_t> check_sweep_request(const ModelConfig& c, const SweepRequest& req) {
@@ -215,7 +207,7 @@ std::vector<LineChart> sweep_charts(const SweepResult& r) {
     c.x_label = "experts kept per layer (log2 scale), module size below";
     c.y_label = m.label;
     c.log2_x = true;
-    for (const auto& name : series_names(r)) {
+    for (const auto& name : series_in_order(r.points)) {
       ChartSeries s{name, {}, {}};
       for (const auto& p : r.points)
         if (p.series == name) {

@@ -7,10 +7,15 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "core/io/json.h"
 #include "core/util/fs.h"
 #include "test_util.h"
 
@@ -74,6 +79,29 @@ inline int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
   return n;
+}
+
+// The command's stdout as JSON; the test stops, showing its stderr, unless it succeeded.
+inline Json json_of(const RunResult& r) {
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  return Json::parse(r.out);
+}
+
+// Relative difference; 0 when both are equal.
+inline double rel(double a, double b) {
+  return a == b ? 0 : std::abs(a - b) / std::max(std::abs(a), std::abs(b));
+}
+
+// Bad input, as the standards ask: a non-zero exit, one line saying `fragment`, and
+// nothing written at `out` (when given).
+inline void check_refused(const std::string& args, const RunResult& r, const std::string& fragment,
+                          const fs::path& out = {}) {
+  INFO(args << "\n" << r.err);
+  CHECK(r.code != 0);
+  CHECK(r.err.find(fragment) != std::string::npos);
+  CHECK(count_lines(r.err) == 1);
+  if (!out.empty()) CHECK_FALSE(fs::exists(out));
 }
 
 }  // namespace emo::test

@@ -205,7 +205,7 @@ TEST_CASE("emo run: select composes named tasks from steps and files, and checks
 }
 
 TEST_CASE("the shipped recipes validate, and docs/recipes.md carries the current reference", "[cli][recipes]") {
-  for (const char* name : {"quickstart", "modularity", "budget-sweep"}) {
+  for (const char* name : {"quickstart", "modularity", "budget-sweep", "pareto"}) {
     RunResult r = run_emo("run " + (source_dir() / "recipes" / (std::string(name) + ".yaml")).string() +
                           " --dry-run --workdir " + (fs::temp_directory_path() / "emo-never-written").string());
     INFO(name << ": " << r.err);
@@ -229,4 +229,28 @@ TEST_CASE("the shipped recipes validate, and docs/recipes.md carries the current
   REQUIRE(end != std::string::npos);
   std::string generated = doc.substr(begin, doc.find('\n', end) + 1 - begin);
   CHECK(generated == ref.out);  // else: build/cli/emo run --reference, paste into docs/recipes.md
+}
+
+TEST_CASE("a flag of a command is a boolean setting: true passes the bare flag, false leaves it out",
+          "[cli][recipes]") {
+  TempDir tmp;
+  const fs::path file = tmp / "r.yaml";
+  auto recipe = [](const std::string& value) {
+    return "name: flags\nsteps:\n  - id: score\n    command: eval suite\n    with: {model: \"${emo.data}/models/"
+           "emo-tiny\", no-gsm8k: " + value + ", ppl-limit: 1}\n";
+  };
+  write_file_atomic(file, recipe("true"));
+  RunResult on = run_emo("run " + file.string() + " --dry-run --workdir " + (tmp / "w").string());
+  INFO(on.err);
+  REQUIRE(on.code == 0);
+  CHECK(on.out.find("--no-gsm8k --ppl-limit=1") != std::string::npos);
+  write_file_atomic(file, recipe("false"));
+  RunResult off = run_emo("run " + file.string() + " --dry-run --workdir " + (tmp / "w").string());
+  REQUIRE(off.code == 0);
+  CHECK(off.out.find("--no-gsm8k") == std::string::npos);
+  write_file_atomic(file, recipe("1"));
+  RunResult bad = run_emo("run " + file.string() + " --dry-run --workdir " + (tmp / "w").string());
+  CHECK(bad.code != 0);
+  CHECK(bad.err.find("with.no-gsm8k: expected true or false, got \"1\"") != std::string::npos);
+  CHECK(run_emo("run --reference").out.find("| `no-gsm8k` | boolean | Skip GSM8K |") != std::string::npos);
 }

@@ -22,12 +22,6 @@ struct Fixture {
   std::string path(const std::string& name) const { return (dir / name).string(); }
 };
 
-Json json_of(const RunResult& r) {
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-  return Json::parse(r.out);
-}
-
 double max_diff(const Json& a, const Json& b) {
   double worst = 0;
   for (size_t t = 0; t < a.size(); ++t)
@@ -115,12 +109,7 @@ TEST_CASE("surgery bad input: one line, non-zero exit, nothing written", "[cli][
   Fixture f;
   std::string out = f.path("out");
   auto expect_failure = [&](const std::string& args, const std::string& fragment) {
-    RunResult r = run_emo(args);
-    INFO(args << "\n" << r.err);
-    CHECK(r.code != 0);
-    CHECK(r.err.find(fragment) != std::string::npos);
-    CHECK(count_lines(r.err) == 1);
-    CHECK_FALSE(fs::exists(out));
+    check_refused(args, run_emo(args), fragment, out);
   };
   std::string base = "extract --model " + f.full + " --out " + out + " ";
   expect_failure(base + "--data " + f.gsm8k + " --limit 1 --keep 40", "larger than the layer's 32 experts");

@@ -36,12 +36,6 @@ const FamilyCase kMixtral{"mixtral", std::string("{") + kVocab +
     R"("hidden_size":32,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":4,)"
     R"("num_key_value_heads":2,"num_local_experts":8,"num_experts_per_tok":2})"};
 
-Json json_of(const RunResult& r) {
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-  return Json::parse(r.out);
-}
-
 void check_ok(const RunResult& r) {
   INFO(r.err);
   CHECK(r.code == 0);

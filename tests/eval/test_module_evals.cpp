@@ -16,12 +16,6 @@ using namespace emo::test;
 
 namespace {
 
-Json json_of(const RunResult& r) {
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-  return Json::parse(r.out);
-}
-
 std::vector<Json> records(const fs::path& file) {
   std::vector<Json> out;
   JsonlReader reader(file.string());
@@ -122,11 +116,7 @@ TEST_CASE("emo eval ppl: bad input names the file and line", "[eval][ppl][cli][b
   EvalModel& em = eval_model();
   TempDir tmp;
   auto expect_failure = [&](const std::string& args, const std::string& fragment) {
-    RunResult r = run_emo("eval ppl --model " + em.dir.string() + " " + args);
-    INFO(args << "\n" << r.err);
-    CHECK(r.code != 0);
-    CHECK(r.err.find(fragment) != std::string::npos);
-    CHECK(count_lines(r.err) == 1);
+    check_refused(args, run_emo("eval ppl --model " + em.dir.string() + " " + args), fragment);
   };
   write_file_atomic(tmp / "missing.jsonl", "{\"text\": \"fine\", \"domain\": \"a\"}\n{\"domain\": \"a\"}\n");
   expect_failure("--data " + (tmp / "missing.jsonl").string(), "missing.jsonl: line 2: no string field 'text'");

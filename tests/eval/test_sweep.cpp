@@ -38,12 +38,6 @@ void write_gsm8k(const fs::path& file, size_t n) {
   write_file_atomic(file, text);
 }
 
-Json json_of(const RunResult& r) {
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-  return Json::parse(r.out);
-}
-
 // The circles of class "point", the charts and the legend texts of an SVG file, read by
 // python3's XML parser (which rejects a document that is not well-formed).
 Json read_svg(const fs::path& svg, const TempDir& tmp) {
@@ -76,9 +70,6 @@ const Json& point_at(const Json& sweep, const std::string& series, int64_t keep)
   FAIL("no point " << series << " keep " << keep);
   throw;
 }
-
-// Relative difference; 0 when both are 0.
-double rel(double a, double b) { return a == b ? 0 : std::abs(a - b) / std::max(std::abs(a), std::abs(b)); }
 
 }  // namespace
 
@@ -267,12 +258,7 @@ TEST_CASE("emo eval sweep: bad input is one line, a non-zero exit, nothing writt
   const std::string base = "eval sweep --model " + em.dir.string() + " --data " + gsm + " --limit 1 --out " + out + " ";
   const std::string gsm_task = " --tasks gsm8k --gsm8k-data " + gsm + " --gsm8k-shots 0";
   auto expect_failure = [&](const std::string& args, const std::string& fragment) {
-    RunResult r = run_emo(base + args);
-    INFO(args << "\n" << r.err);
-    CHECK(r.code != 0);
-    CHECK(r.err.find(fragment) != std::string::npos);
-    CHECK(count_lines(r.err) == 1);
-    CHECK_FALSE(fs::exists(out));
+    check_refused(args, run_emo(base + args), fragment, out);
   };
   expect_failure("--keep 2,16" + gsm_task, "keep 16 is larger than the layer's 8 experts");
   expect_failure("--keep 1,4" + gsm_task, "keep 1 counts the 1 shared expert(s) and leaves no routed expert");
