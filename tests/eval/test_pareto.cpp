@@ -55,20 +55,26 @@ TEST_CASE("emo eval pareto: points are select + extract + eval ppl, bytes are th
   CHECK(j["domains"][0] == Json{{"domain", "code"}, {"examples", Json::array({"c1"})}, {"scored_docs", 2}});
   CHECK(j["domains"][1]["examples"] == Json::array({"m1"}));
 
-  // The whole model: emo eval ppl on the scored documents, exactly.
+  // The whole model: emo eval ppl on each domain's scored documents, exactly (one domain at
+  // a time, as pareto batches them: LibTorch 2.x's kernels may round differently when the
+  // batch holds other windows).
   write_file_atomic(tmp / "scored.jsonl", read_text_file(corpus).substr(read_text_file(corpus).find("{\"id\": \"c2\"")));
-  Json ppl = json_of(run_emo("eval ppl --model " + model + " --data " + (tmp / "scored.jsonl").string() +
-                             " --batch 2 --json"));
-  for (const char* series : {"m", "b", "k"})
-    for (const char* domain : {"code", "math"})
+  write_file_atomic(tmp / "code-scored.jsonl",
+                    "{\"domain\": \"code\", \"text\": \"import os\\nprint(os.getcwd())\\n\"}\n"
+                    "{\"domain\": \"code\", \"text\": \"for i in range(3):\\n    print(i * i)\\n\"}\n");
+  write_file_atomic(tmp / "math-scored.jsonl",
+                    "{\"domain\": \"math\", \"text\": \"12 divided by 4 is 3, so she has 3 left.\"}\n"
+                    "{\"domain\": \"math\", \"text\": \"The sum of 7 and 8 is 15.\"}\n");
+  for (const char* domain : {"code", "math"}) {
+    Json ppl = json_of(run_emo("eval ppl --model " + model + " --data " + (tmp / (std::string(domain) + "-scored.jsonl")).string() +
+                               " --batch 2 --json"));
+    for (const char* series : {"m", "b", "k"})
       CHECK(point_at(j, series, 1)["ppl"][domain] == ppl["domains"][domain]["perplexity"]);
+  }
   CHECK(point_at(j, "m", 1)["keep"] == 8);
 
   // The 1-document module of math at 50%: emo select on the example, extracted, scored.
   write_file_atomic(tmp / "m1.jsonl", "{\"text\": \"" + kMath1 + "\"}\n");
-  write_file_atomic(tmp / "math-scored.jsonl",
-                    "{\"domain\": \"math\", \"text\": \"12 divided by 4 is 3, so she has 3 left.\"}\n"
-                    "{\"domain\": \"math\", \"text\": \"The sum of 7 and 8 is 15.\"}\n");
   const std::string experts = (tmp / "m1-experts.json").string(), module = (tmp / "m1-module").string();
   json_of(run_emo("select --model " + model + " --data " + (tmp / "m1.jsonl").string() +
                   " --method router-prob --keep-fraction 0.5 --out " + experts + " --json"));
