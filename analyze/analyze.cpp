@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "core/model/cpu_allocator.h"
 #include "core/util/error.h"
 
 namespace emo {
@@ -41,6 +42,7 @@ RouteOptions route_options(const RoutingControl* routing, int layer) {
 void for_each_batch(Model& model, const std::vector<std::vector<int64_t>>& docs, int64_t batch,
                     const RoutingControl* routing, const std::function<void(const BatchRouting&)>& fn) {
   torch::InferenceMode guard;
+  CachingCpuAllocatorScope keep_blocks;  // every batch's activations are the same large blocks
   if (batch < 1) fail("--batch", cat(batch), "must be at least 1");
   std::vector<size_t> order(docs.size());
   std::iota(order.begin(), order.end(), 0);

@@ -48,6 +48,10 @@ void add_options(CLI::App* cmd, Opts& o) {
   cmd->add_option("--pool-min", o.pool_min, "Smallest document pool, in routed experts (default: max(routed top-k, R/16))")
       ->group(r);
   cmd->add_option("--pool-max", o.pool_max, "Largest document pool (default: all R routed experts)")->group(r);
+  cmd->add_option("--lb-probs", o.t.lb_probs,
+                  "Load balancing's probabilities: pooled (softmax after the pool mask, as allenai/EMO) or unpooled")
+      ->check(CLI::IsMember({"pooled", "unpooled"}))
+      ->group(r);
   auto* g = "Data";
   cmd->add_option("--seq-len", o.seq_len, "Tokens per packed sequence (default: min(4096, the context))")->group(g);
   cmd->add_option("--text-field", o.text_field, "The field holding the document")->group(g);

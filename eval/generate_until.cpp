@@ -5,6 +5,7 @@
 #include <map>
 #include <numeric>
 
+#include "core/model/cpu_allocator.h"
 #include "core/util/error.h"
 #include "eval/loglikelihood.h"
 #include "eval/prefix_cache.h"
@@ -32,6 +33,7 @@ std::vector<GenerateUntilResult> generate_until(Model& model, const Tokenizer& t
                                                 const std::vector<std::string>& contexts, const GenerateUntilOptions& o,
                                                 GenerateUntilStats* stats_out) {
   torch::InferenceMode guard;
+  CachingCpuAllocatorScope keep_blocks;  // every step's logits are the same large blocks
   auto start = std::chrono::steady_clock::now();
   const int64_t L = model.config().max_position_embeddings;
   if (o.max_new_tokens < 1) fail("generation", "max_new_tokens", "must be at least 1, got ", o.max_new_tokens);

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/io/json.h"
+#include "core/model/cpu_allocator.h"
 #include "core/util/error.h"
 #include "eval/prefix_cache.h"
 
@@ -217,6 +218,7 @@ std::vector<LoglikelihoodResult> score_loglikelihood_tokens(
 std::vector<LoglikelihoodResult> score_loglikelihood(Model& model, const Tokenizer& tok,
                                                      const std::vector<LoglikelihoodRequest>& requests,
                                                      const LoglikelihoodOptions& o, LoglikelihoodStats* stats) {
+  CachingCpuAllocatorScope keep_blocks;  // every batch's logits are the same large blocks
   auto start = std::chrono::steady_clock::now();
   const int32_t prefix = prefix_token_id(model, tok);
   std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> pairs;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/model/cpu_allocator.h"
 #include "core/util/error.h"
 
 namespace emo {
@@ -45,6 +46,7 @@ std::vector<PplWindow> perplexity_windows(const Tokenizer& tok, const std::vecto
 
 PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vector<TextDoc>& docs, const PplOptions& o) {
   torch::InferenceMode guard;
+  CachingCpuAllocatorScope keep_blocks;  // every batch's logits are the same large blocks
   auto start = std::chrono::steady_clock::now();
   if (o.window < 2) fail("--window", std::to_string(o.window), "a window needs at least 2 tokens");
   if (o.window > model.config().max_position_embeddings)

@@ -124,7 +124,7 @@ std::vector<LbLayer> lb_layers(const ModelConfig& config) {
 }
 
 RouterStats router_stats(const std::vector<LbLayer>& layers, const std::vector<torch::Tensor>& logits,
-                         const torch::Tensor& mask, bool need_z) {
+                         const torch::Tensor& mask, bool need_z, const std::vector<torch::Tensor>* prob_logits) {
   RouterStats st;
   const bool all = mask.all().item<bool>();
   torch::Tensor idx;
@@ -133,12 +133,17 @@ RouterStats router_stats(const std::vector<LbLayer>& layers, const std::vector<t
   for (const LbLayer& L : layers) {
     const torch::Tensor& full = logits[size_t(L.layer)];
     if (!full.defined()) fail("router", cat("layer ", L.layer), "no router logits were traced");
-    auto x = all ? full : full.index_select(0, idx);
+    auto rows = [&](const torch::Tensor& t) { return all ? t : t.index_select(0, idx); };
     // No float32 upcast: the reference's softmax runs in the logits' dtype.
-    auto p = torch::softmax(x.narrow(1, 0, L.softmax_cols), 1);
-    if (L.kept.defined()) p = p.index_select(1, L.kept.to(p.device()));
+    auto probs_of = [&](const torch::Tensor& t) {
+      auto p = torch::softmax(t.narrow(1, 0, L.softmax_cols), 1);
+      return L.kept.defined() ? p.index_select(1, L.kept.to(p.device())) : p;
+    };
+    auto x = rows(full);
+    auto p = probs_of(x);
     auto ids = std::get<1>(p.detach().topk(L.top_k, 1));
     st.counts.push_back(torch::bincount(ids.reshape({-1}), {}, L.experts).to(torch::kFloat64));
+    if (prob_logits && (*prob_logits)[size_t(L.layer)].defined()) p = probs_of(rows((*prob_logits)[size_t(L.layer)]));
     st.probs.push_back(p.sum(0, false, torch::kFloat32));
     if (need_z) {
       // Routed columns only: a shared expert's weight is always 1, its logit steers nothing

@@ -54,9 +54,12 @@ struct RouterStats {
   torch::Tensor z_sum;                // sum over layers and tokens of logsumexp^2 (with gradient)
   int64_t tokens = 0;                 // masked tokens
 };
-// logits: per decoder layer [N, E] (undefined for dense layers); mask [N] bool.
+// logits: per decoder layer [N, E] (undefined for dense layers), the ones routing used;
+// mask [N] bool. `prob_logits` (optional, same shape) gives the probabilities P instead:
+// EMO's balancing on the logits before the document-pool mask (lb_probs unpooled), while
+// the counts stay those of the routing that happened.
 RouterStats router_stats(const std::vector<LbLayer>& layers, const std::vector<torch::Tensor>& logits,
-                         const torch::Tensor& mask, bool need_z);
+                         const torch::Tensor& mask, bool need_z, const std::vector<torch::Tensor>* prob_logits = nullptr);
 
 // The global counts flattened into one float64 vector (to all-reduce) and back.
 torch::Tensor flatten_counts(const std::vector<LbLayer>& layers, const std::vector<torch::Tensor>& counts);

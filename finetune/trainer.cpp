@@ -138,6 +138,7 @@ class Run {
     lb_layers_ = lb_layers(config_);
     form_ = lb_form_for(config_);
     if (o_.lb_scope != "global" && o_.lb_scope != "micro") fail("--lb-scope", o_.lb_scope, "expected global or micro");
+    if (o_.lb_probs != "pooled" && o_.lb_probs != "unpooled") fail("--lb-probs", o_.lb_probs, "expected pooled or unpooled");
     if (world_ > 1 && !in_.comm->all_equal(in_.settings.dump() + in_.parent_hash + in_.data_hash))
       fail("distributed", "settings", "the ranks were started with different settings, models or data");
     if (rank0()) {
@@ -225,6 +226,7 @@ class Run {
   // The model's options for a training forward that keeps the router logits in `trace`.
   ForwardOptions forward_options(RouterTrace& trace) const {
     trace.keep_logits = true;
+    trace.keep_unpooled_logits = o_.lb_probs == "unpooled";
     ForwardOptions fo;
     fo.routing = o_.routing;
     fo.trace = &trace;
@@ -248,7 +250,8 @@ class Run {
     const torch::Tensor& head = w.lm_head.defined() ? w.lm_head : w.embed;
     Forward f;
     f.ce_sum = fused_linear_cross_entropy_sum(rows, head, mb.ce_targets, o_.ce_chunk);
-    f.stats = router_stats(lb_layers_, trace.logits, mb.lb_mask, need_z);
+    f.stats = router_stats(lb_layers_, trace.logits, mb.lb_mask, need_z,
+                           trace.keep_unpooled_logits ? &trace.unpooled_logits : nullptr);
     return f;
   }
 

@@ -52,6 +52,9 @@ struct TrainOptions {
   double lb_weight = 0.01;
   double z_weight = 0.0;
   std::string lb_scope = "global";  // "global": counts over the whole batch; "micro": per micro-batch
+  // With EMO's document pools (routing.pool): the balancing probabilities P from the pooled
+  // logits ("pooled", as allenai/EMO's router) or from the logits before the pool mask.
+  std::string lb_probs = "pooled";
   // false: LB and z are means over the MoE layers (EMO's HF loss); true: sums (OLMo-core
   // attaches each MoE block's terms to the loss, which pretraining follows).
   bool router_losses_summed_over_layers = false;

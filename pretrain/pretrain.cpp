@@ -98,7 +98,7 @@ Json trajectory_settings(const PretrainOptions& o, const TrainOptions& t, const 
             {"domain", o.corpus.domain},
             {"limit", o.corpus.limit},
             {"precision", t.autocast_bf16 ? "bf16" : "fp32"}};
-  if (o.router == RouterKind::Emo) s["pool"] = {pool.min, pool.max};
+  if (o.router == RouterKind::Emo) s["pool"] = {pool.min, pool.max}, s["lb_probs"] = t.lb_probs;
   return s;
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/io/safetensors.h"
 #include "core/io/sha256.h"
+#include "core/model/cpu_allocator.h"
 #include "core/model/tensor_bridge.h"
 #include "core/util/error.h"
 
@@ -22,6 +23,7 @@ torch::Tensor RouteStats::mean_prob(int layer) const {
 
 RouteStats collect_route_stats(Model& model, const TokenizedExamples& ex, const CollectOptions& o) {
   torch::InferenceMode guard;
+  CachingCpuAllocatorScope keep_blocks;  // every batch's activations are the same large blocks
   const auto& specs = model.layers();
   RouteStats stats;
   stats.layers.resize(specs.size());

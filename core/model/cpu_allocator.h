@@ -1,4 +1,6 @@
-// A caching allocator for LibTorch's large CPU tensors, installed for a scope (training).
+// A caching allocator for LibTorch's large CPU tensors, installed for a scope: training,
+// and every evaluation loop (perplexity, log-likelihood, generation, routing statistics,
+// analysis), whose batches free and reallocate the same large logits.
 //
 // Why: glibc serves every block over its largest mmap threshold (32 MB) with a fresh
 // mmap and unmaps it on free, so each training step faults in, and the kernel zeroes,

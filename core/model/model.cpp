@@ -8,7 +8,7 @@
 namespace emo {
 
 void RouterTrace::reset(size_t layers) {
-  for (auto* v : {&logits, &ids, &weights, &expert_norms, &moe_in, &moe_out}) {
+  for (auto* v : {&logits, &ids, &weights, &expert_norms, &moe_in, &moe_out, &unpooled_logits}) {
     v->clear();
     v->resize(layers);
   }
@@ -154,6 +154,7 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
         torch::NoGradGuard no_grad;
         pool_mask = options.routing->pool(int(l), logits.detach(), options.document_ids);
       }
+      if (options.trace && options.trace->keep_unpooled_logits) options.trace->unpooled_logits[l] = logits;
       // Masked logits from here on: routing, the trace and so the router losses (the
       // reference computes load balancing and z-loss on the pooled logits).
       if (pool_mask.defined()) logits = logits + pool_mask.to(logits.scalar_type());

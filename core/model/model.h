@@ -44,7 +44,8 @@ struct RouterTrace {
   bool keep_routing = false;   // chosen ids and weights [N, k]
   bool keep_expert_norms = false;  // ||expert output|| per (token, slot) [N, k]
   bool keep_moe_io = false;    // MoE input (after the norm) and output [N, H]
-  std::vector<torch::Tensor> logits, ids, weights, expert_norms, moe_in, moe_out;
+  bool keep_unpooled_logits = false;  // with a pool hook: the logits before its mask [N, E]
+  std::vector<torch::Tensor> logits, ids, weights, expert_norms, moe_in, moe_out, unpooled_logits;
   void reset(size_t layers);
 };
 

@@ -6,6 +6,7 @@
 
 #include "core/model/model.h"
 #include "core/model/moe.h"
+#include "finetune/losses.h"
 #include "pretrain/pool_router.h"
 
 using namespace emo;
@@ -32,6 +33,20 @@ std::set<int64_t> allowed_set(const torch::Tensor& mask_row) {
   for (int64_t e = 0; e < mask_row.size(0); ++e)
     if (mask_row[e].item<float>() == 0.0f) s.insert(e);
   return s;
+}
+
+// A forward pass of `model` (small_emo) over two rows of 16 random tokens whose documents are
+// `row_docs` (row 1's ids offset by 10), with the pools of `router`, into `trace`.
+void pooled_forward(Model& model, const DocumentPoolRouter& router, const std::vector<int64_t>& row_docs,
+                    uint64_t seed, RouterTrace& trace) {
+  torch::manual_seed(seed);
+  auto ids = torch::randint(3, 64, {2, 16}, torch::kInt64);
+  auto docs = torch::tensor(row_docs).repeat({2, 1}) + torch::tensor({0, 10}).view({2, 1});
+  ForwardOptions fo;
+  fo.routing = &router.control();
+  fo.trace = &trace;
+  torch::NoGradGuard no_grad;
+  model.hidden_states(Batch{ids, {}, {}, docs}, fo);
 }
 
 }  // namespace
@@ -72,17 +87,9 @@ TEST_CASE("masked experts get exactly zero routing weight and routed picks stay 
   Model model(c, init_weights(c, 7, {}));
   DocumentPoolRouter router(c, {2, 3}, 11);
   router.set_step(4);
-  torch::manual_seed(1);
-  auto ids = torch::randint(3, 64, {2, 16}, torch::kInt64);
-  auto docs = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2}).repeat({2, 1}) +
-              torch::tensor({0, 10}).view({2, 1});
   RouterTrace trace;
   trace.keep_routing = true;
-  ForwardOptions fo;
-  fo.routing = &router.control();
-  fo.trace = &trace;
-  torch::NoGradGuard no_grad;
-  model.hidden_states(Batch{ids, {}, {}, docs}, fo);
+  pooled_forward(model, router, {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2}, 1, trace);
   const auto specs = c.layers();
   for (size_t l = 0; l < specs.size(); ++l) {
     INFO("layer " << l);
@@ -105,6 +112,40 @@ TEST_CASE("masked experts get exactly zero routing weight and routed picks stay 
         for (int64_t t = b + 1; t < e; ++t)
           CHECK(masked[row * 16 + t].equal(masked[row * 16 + b]));
   }
+}
+
+TEST_CASE("unpooled balancing: counts of the pooled routing, probabilities of the logits before the mask",
+          "[pretrain][pool]") {
+  ModelConfig c = small_emo();
+  Model model(c, init_weights(c, 7, {}));
+  DocumentPoolRouter router(c, {2, 3}, 11);
+  RouterTrace trace;
+  trace.keep_unpooled_logits = true;
+  pooled_forward(model, router, {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 2, trace);
+  const auto layers = lb_layers(c);
+  auto all = torch::ones({32}, torch::kBool);
+  auto pooled = router_stats(layers, trace.logits, all, true);
+  auto unpooled = router_stats(layers, trace.logits, all, true, &trace.unpooled_logits);
+  for (const LbLayer& L : layers) {
+    INFO("layer " << L.layer);
+    const auto& raw = trace.unpooled_logits[size_t(L.layer)];
+    const auto& masked = trace.logits[size_t(L.layer)];
+    REQUIRE(raw.defined());
+    // The pooled logits are the raw ones with -inf outside the pool, and some are masked.
+    auto out = masked.isinf();
+    CHECK(out.any().item<bool>());
+    CHECK(masked.masked_select(out.logical_not()).equal(raw.masked_select(out.logical_not())));
+    const size_t i = size_t(&L - layers.data());
+    // Counts: what routing chose, either way. Probabilities: the raw softmax, routed columns.
+    CHECK(unpooled.counts[i].equal(pooled.counts[i]));
+    auto expected = torch::softmax(raw.narrow(1, 0, 7), 1).sum(0);
+    CHECK(torch::allclose(unpooled.probs[i], expected, 1e-6, 1e-6));
+    CHECK_FALSE(torch::allclose(pooled.probs[i], expected, 1e-3, 1e-3));
+    // Pooled probabilities are zero outside every token's pool.
+    CHECK((torch::softmax(masked.narrow(1, 0, 7), 1).masked_select(out.narrow(1, 0, 7)) == 0).all().item<bool>());
+  }
+  // z-loss stays on the pooled logits (the reference's).
+  CHECK(unpooled.z_sum.item<float>() == pooled.z_sum.item<float>());
 }
 
 TEST_CASE("a pool of every routed expert routes exactly as the standard router", "[pretrain][pool]") {
