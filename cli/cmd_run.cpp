@@ -4,6 +4,7 @@
 #include "cli/recipe_steps.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "core/util/shell.h"
 #include "eval/report.h"
 #include "recipes/reference.h"
 
@@ -17,16 +18,12 @@ struct RunOpts {
   bool dry_run = false, force = false, json = false, reference = false;
 };
 
-std::string join_words(const std::vector<std::string>& words) {
-  std::string s;
-  for (const auto& w : words) s += (s.empty() ? "" : " ") + w;
-  return s;
-}
-
 Table steps_table(const RunReport& report) {
   Table t{{"step", "command", "state", "seconds", "output"}, {}};
   for (const auto& e : report.steps)
-    t.rows.push_back({e.id, e.command, e.state == StepState::WillRun ? "will run: " + e.reason : step_state_name(e.state),
+    t.rows.push_back({e.id, e.command, e.state == StepState::WillRun || (e.state == StepState::Cached && e.reason != "cached")
+                          ? std::string(step_state_name(e.state)) + ": " + e.reason
+                          : step_state_name(e.state),
                       e.state == StepState::Ran ? fixed(e.seconds, 1) : "-", e.out.string()});
   return t;
 }
@@ -36,7 +33,7 @@ void print_report(const RunReport& report, bool dry_run) {
   if (dry_run) {
     for (const auto& e : report.steps)
       if (e.state == StepState::WillRun || e.state == StepState::Cached)
-        print_line(e.id + ": emo " + join_words(e.command_line));
+        print_line(e.id + ": emo " + shell_words(e.command_line));
     return;
   }
   size_t ran = 0;
@@ -99,7 +96,7 @@ void add_run(CLI::App& app) {
       if (starting) {
         ++index;
         log_info("[", index, "/", recipe.steps.size(), "] ", e.id, " (", e.command, "): ", e.reason);
-        log_info("  emo ", join_words(e.command_line));
+        log_info("  emo ", shell_words(e.command_line));
       } else if (e.state == StepState::Cached) {
         ++index;
         log_info("[", index, "/", recipe.steps.size(), "] ", e.id, " (", e.command, "): cached");

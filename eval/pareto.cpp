@@ -79,12 +79,6 @@ double domain_ppl(Loaded& m, const DomainSplit& d, const PplOptions& base, const
   return evaluate_perplexity(m.model, m.tokenizer, d.scored, o).by_domain.at(d.name).perplexity();
 }
 
-int64_t largest_layer(const ModelConfig& c) {
-  int64_t most = 0;
-  for (const auto& s : c.layers()) most = std::max(most, s.num_experts);
-  return most;
-}
-
 ParetoPoint whole_model_point(const std::string& series, const std::string& model, const Checkpoint& ck) {
   ParetoPoint p;
   p.series = series;
@@ -222,6 +216,9 @@ ParetoResult run_pareto(const ParetoRequest& r,
     result.points.push_back(std::move(p));
   };
 
+  // A model that is both a baseline and a from-scratch point (a standard MoE of the full
+  // size) is scored once.
+  std::map<std::string, std::map<std::string, double>> whole_ppl;
   std::vector<ParetoModel> modular = {r.model};
   modular.insert(modular.end(), r.baselines.begin(), r.baselines.end());
   for (size_t mi = 0; mi < modular.size(); ++mi) {
@@ -233,6 +230,7 @@ ParetoResult run_pareto(const ParetoRequest& r,
     const ModelConfig& c = m.checkpoint.config();
     const std::string hash = parent_content_hash(m.checkpoint, false);
     score(m, whole_model_point(spec.name, spec.name, m.checkpoint), [](size_t) { return nullptr; });
+    whole_ppl[fs::weakly_canonical(spec.dir).string()] = result.points.back().ppl;
 
     // Statistics per domain: from the examples and from the whole split.
     std::vector<Routed> few, whole;
@@ -273,10 +271,19 @@ ParetoResult run_pareto(const ParetoRequest& r,
     }
   }
   for (const auto& s : r.scratch) {
+    const std::string model = fs::path(s.dir).filename().string();
+    auto scored = whole_ppl.find(fs::weakly_canonical(s.dir).string());
+    if (scored != whole_ppl.end()) {
+      ParetoPoint p = whole_model_point(s.name, model, Checkpoint::open(s.dir));
+      p.ppl = scored->second;
+      note(s.name + ": the checkpoint of an earlier point, its perplexities reused");
+      done += domains.size();
+      result.points.push_back(std::move(p));
+      continue;
+    }
     note("loading " + s.name + " (" + s.dir + ")");
     Loaded m = load(s, r.load);
-    score(m, whole_model_point(s.name, fs::path(s.dir).filename().string(), m.checkpoint),
-          [](size_t) { return nullptr; });
+    score(m, whole_model_point(s.name, model, m.checkpoint), [](size_t) { return nullptr; });
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

@@ -14,12 +14,6 @@ namespace emo {
 
 namespace {
 
-int64_t largest_layer(const ModelConfig& c) {
-  int64_t most = 0;
-  for (const auto& s : c.layers()) most = std::max(most, s.num_experts);
-  return most;
-}
-
 // The selection, its routing restriction on the full model, and the suite under it.
 SweepPoint evaluate_point(Model& model, const Tokenizer& tok, const std::string& series, int64_t keep,
                           const ModuleChoice& choice, const SuiteTasks& tasks, DType storage) {
@@ -72,6 +66,12 @@ std::vector<int64_t> check_sweep_request(const ModelConfig& c, const SweepReques
     Budget::uniform(c, keep[i]).validate(c);
   }
   return keep;
+}
+
+int64_t largest_layer(const ModelConfig& c) {
+  int64_t most = 0;
+  for (const auto& s : c.layers()) most = std::max(most, s.num_experts);
+  return most;
 }
 
 uint64_t module_param_count(const ModelConfig& c, const ExpertSelection& sel) {

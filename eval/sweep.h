@@ -43,6 +43,10 @@ std::vector<int64_t> check_sweep_request(const ModelConfig& config, const SweepR
 // Parameters of the module keeping `selection` (layers not listed keep every expert).
 uint64_t module_param_count(const ModelConfig& config, const ExpertSelection& selection);
 
+// The expert count of the model's widest MoE layer: a whole model's `keep` in a sweep or a
+// Pareto chart (layers may differ: num_experts_per_layer).
+int64_t largest_layer(const ModelConfig& config);
+
 struct SweepPoint {
   std::string series;  // the method's name, or "random" for the baseline
   int64_t keep = 0;    // experts per MoE layer, shared included

@@ -105,7 +105,7 @@ class Runner {
  public:
   Runner(const Recipe& r, const RunOptions& o, const StepExecutor& ex,
          const std::function<void(const StepEvent&, bool)>& on_event)
-      : r_(r), o_(o), execute_(ex), on_event_(on_event) {}
+      : r_(r), o_(o), execute_(ex), on_event_(on_event), version_(o.emo_version.empty() ? emo_version() : o.emo_version) {}
   RunReport run();
 
  private:
@@ -119,7 +119,8 @@ class Runner {
   static std::string step_of(const Reference& ref) { return ref.name.substr(0, ref.name.rfind('.')); }
   std::string resolve(const std::string& text) const;
   std::optional<std::string> key_token(const std::string& text, const SettingSpec& spec);
-  std::optional<std::string> cache_key(const RecipeStep& s);
+  std::optional<std::string> cache_key(const RecipeStep& s) { return cache_key(s, version_); }
+  std::optional<std::string> cache_key(const RecipeStep& s, const std::string& version);
   StepCall call_for(const RecipeStep& s, const Done& d) const;
   std::set<std::string> selected_steps() const;
   std::set<std::string> needed_by(const std::set<std::string>& steps) const;
@@ -130,6 +131,7 @@ class Runner {
   const RunOptions& o_;
   const StepExecutor& execute_;
   const std::function<void(const StepEvent&, bool)>& on_event_;
+  const std::string version_;  // what new cache keys name
   std::map<std::string, std::string> input_hashes_;
   std::map<fs::path, std::string> path_hashes_;  // what a run read or wrote, hashed once
   std::map<std::string, Done> done_;
@@ -187,7 +189,9 @@ std::optional<std::string> Runner::key_token(const std::string& text, const Sett
   return out;
 }
 
-std::optional<std::string> Runner::cache_key(const RecipeStep& s) {
+// The key names the emo version that makes (or made) the output: a run records its own, and
+// an output is checked against the key of the version that made it (see run()).
+std::optional<std::string> Runner::cache_key(const RecipeStep& s, const std::string& version) {
   const StepTypeSpec& type = type_of(s);
   Json settings = Json::object();
   for (const auto& v : s.with) {
@@ -201,7 +205,7 @@ std::optional<std::string> Runner::cache_key(const RecipeStep& s) {
     settings[v.key] = v.is_list ? items : items[0];
   }
   Json key = {{"emo_cache_key", kCacheKeyVersion}, {"command", s.command}, {"settings", settings},
-              {"emo_version", emo_version()}};
+              {"emo_version", version}};
   return "sha256:" + sha256_hex(key.dump());
 }
 
@@ -308,8 +312,14 @@ RunReport Runner::run() {
     e.cache_key = key.value_or("");
     std::optional<Provenance> prov = Provenance::load(d.dir);
     std::error_code ec;
-    bool cached = key && prov && prov->extra["recipe"] && scalar_text(prov->extra["recipe"], "cache_key") == *key &&
+    // Same settings and inputs as the output was made with, by the emo version it records:
+    // reused, whatever version runs now. A rebuild must not throw away (and delete) an
+    // hour of pretraining; --force or --from re-run a step on purpose.
+    std::optional<std::string> made_key = prov ? cache_key(s, prov->emo_version) : std::nullopt;
+    bool cached = made_key && prov->extra["recipe"] && scalar_text(prov->extra["recipe"], "cache_key") == *made_key &&
                   fs::exists(d.out, ec);
+    const bool other_version = cached && prov->emo_version != version_;
+    if (cached) e.cache_key = *made_key;
     bool run_it = selected.count(s.id) && (!cached || o_.force || forced_from);
     if (!selected.count(s.id) && !cached) {
       if (!needed.count(s.id)) {
@@ -321,12 +331,12 @@ RunReport Runner::run() {
       fail(o_.only.empty() ? "--from " + o_.from : "--only " + o_.only, "",
            "step \"", s.id, "\" has no cached output with its current settings; run it first");
     }
-    e.reason = !run_it ? "cached"
+    e.reason = !run_it ? (other_version ? "made by emo " + prov->emo_version : "cached")
                : o_.force ? "--force"
                : (forced_from && cached) ? "--from " + o_.from
                : !key ? "an input is made by a step that runs first"
                : !prov ? "no output yet"
-               : "settings, inputs or emo version changed";
+               : "settings or inputs changed";
     StepCall call = call_for(s, d);
     e.command_line = call.command_line();
     if (!run_it) {
@@ -357,6 +367,8 @@ RunReport Runner::run() {
     RunReport::Output o;
     o.name = out.name;
     o.path = resolve(out.ref);
+    // --only or --from an earlier step: a later step's output does not exist yet.
+    if (!o_.dry_run && !fs::exists(o.path)) continue;
     if (!out.show.empty()) o.show = (o.path / out.show).string();
     report.outputs.push_back(o);
   }

@@ -35,6 +35,8 @@ struct RunOptions {
   bool force = false;  // run every selected step even if cached
   std::string from;    // run this step and every step after it, using earlier steps' cached outputs
   std::string only;    // run just this step (its inputs must be cached)
+  // The version the new cache keys name ("": this emo's); tests pretend to be a later one.
+  std::string emo_version;
 };
 
 enum class StepState { Cached, Ran, WillRun, NotSelected };
@@ -43,7 +45,7 @@ const char* step_state_name(StepState s);
 struct StepEvent {
   std::string id, command;
   StepState state = StepState::WillRun;
-  std::string reason;  // why it runs (or "cached")
+  std::string reason;  // why it runs; "cached", or "made by emo V" for an output of another version reused
   fs::path out;
   std::string cache_key, output_hash;  // empty when not known yet (dry run after a step that will run)
   double seconds = 0;

@@ -1,7 +1,6 @@
 #include "surgery/compose.h"
 
 #include <algorithm>
-#include <numeric>
 #include <set>
 
 #include "core/util/error.h"
@@ -36,16 +35,6 @@ torch::Tensor task_share(const ModelConfig& c, const SelectionMethod& m, const T
 
 ExpertSelection own_module(const ModelConfig& c, const Budget& b, const SelectionMethod& m, const TaskScores& t) {
   return keep_top_scored(c, b, [&](int l) { return m.layer_scores(*t.stats, l); });
-}
-
-// Ids by descending score, ties to the lower id, leaving out `skip`.
-std::vector<int64_t> ranked(const torch::Tensor& score, const std::set<int64_t>& skip) {
-  const double* v = score.data_ptr<double>();
-  std::vector<int64_t> ids;
-  for (int64_t e = 0; e < score.numel(); ++e)
-    if (!skip.count(e)) ids.push_back(e);
-  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
-  return ids;
 }
 
 // D'Hondt over the tasks' rankings: the next expert goes to the task with the largest
@@ -104,13 +93,13 @@ ExpertSelection compose_tasks(const ModelConfig& c, const Budget& b, const Selec
       for (int64_t e : a.kept.at(l)) skip.insert(e);
     const size_t want = size_t(b.routed_keep(c, l));
     if (rule == "joint") {
-      for (int64_t e : ranked(joint_share(c, m, tasks, l), skip))
+      for (int64_t e : ranked_ids(joint_share(c, m, tasks, l), skip))
         if (kept.size() < want) kept.insert(e);
     } else {
       std::vector<std::vector<int64_t>> rankings;
       std::vector<double> weights;
       for (const auto& t : tasks)
-        if (!t.avoid) rankings.push_back(ranked(task_share(c, m, t, l), skip)), weights.push_back(t.weight);
+        if (!t.avoid) rankings.push_back(ranked_ids(task_share(c, m, t, l), skip)), weights.push_back(t.weight);
       fill_union(kept, want, rankings, weights);
     }
     if (kept.size() < want)

@@ -216,6 +216,15 @@ int64_t Budget::routed_keep(const ModelConfig& c, int layer) const {
 
 Json Budget::to_json() const { return keep; }
 
+std::vector<int64_t> ranked_ids(const torch::Tensor& score, const std::set<int64_t>& skip) {
+  const double* v = score.data_ptr<double>();
+  std::vector<int64_t> ids;
+  for (int64_t e = 0; e < score.numel(); ++e)
+    if (!skip.count(e)) ids.push_back(e);
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+  return ids;
+}
+
 ExpertSelection keep_top_scored(const ModelConfig& c, const Budget& b, const std::function<torch::Tensor(int)>& routed_score) {
   ExpertSelection sel;
   auto specs = c.layers();
@@ -225,10 +234,7 @@ ExpertSelection keep_top_scored(const ModelConfig& c, const Budget& b, const std
     auto score = routed_score(l).to(torch::kCPU, torch::kFloat64).narrow(0, 0, R).clone();
     // Always-active experts serve every token: a module keeps them whatever they score.
     for (int64_t a : specs[size_t(l)].always_active) score[a] = INFINITY;
-    const double* v = score.data_ptr<double>();
-    std::vector<int64_t> ids(static_cast<size_t>(R));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t bb) { return v[a] > v[bb]; });
+    std::vector<int64_t> ids = ranked_ids(score);
     ids.resize(size_t(b.routed_keep(c, l)));
     std::sort(ids.begin(), ids.end());
     sel.kept[l] = ids;

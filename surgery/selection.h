@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,9 @@ class SelectionMethod {
 const std::vector<std::unique_ptr<SelectionMethod>>& selection_methods();
 const SelectionMethod& find_selection_method(const std::string& name);  // emo::Error listing the methods
 
+// Expert ids of a float64 score vector by descending score, ties to the lower id, leaving
+// out `skip`: the one order every selection and composition ranks by.
+std::vector<int64_t> ranked_ids(const torch::Tensor& score, const std::set<int64_t>& skip = {});
 // Keeps, in every MoE layer, the routed experts with the highest score (ties: lower id).
 ExpertSelection keep_top_scored(const ModelConfig& c, const Budget& b,
                                 const std::function<torch::Tensor(int layer)>& routed_score);

@@ -4,6 +4,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/util/error.h"
+#include "core/util/shell.h"
 #include "core/util/version.h"
 
 namespace emo {
@@ -25,9 +26,7 @@ YAML::Node Provenance::to_yaml() const {
   n["emo_provenance"] = kProvenanceVersion;
   n["command"] = command;
   if (!argv.empty()) {
-    std::string line;
-    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
-    n["command_line"] = line;
+    n["command_line"] = shell_words(argv);
   }
   n["emo_version"] = emo_version;
   n["started"] = started;

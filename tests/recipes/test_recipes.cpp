@@ -9,6 +9,7 @@
 
 #include "core/checkpoint/provenance.h"
 #include "core/util/error.h"
+#include "core/util/version.h"
 #include "recipes/lineage.h"
 #include "recipes/reference.h"
 #include "recipes/runner.h"
@@ -262,6 +263,38 @@ TEST_CASE("recipe run: a second run reuses every step, one changed setting re-ru
   // --only a step whose inputs are not cached under the current settings: refused.
   CHECK_THROWS_WITH(p.run(p.load({{"two.seed", "4"}}), ex, only_step("join")),
                     "--only join: step \"two\" has no cached output with its current settings; run it first");
+}
+
+TEST_CASE("recipe run: an output another emo version made with the same settings is reused, and says so",
+          "[recipes]") {
+  ToyProject p;
+  ToyExecutor ex;
+  RunReport first = p.run(p.load(), ex);
+  ex.ran.clear();
+  RunOptions later;
+  later.emo_version = "9.9.9-later";
+  RunReport second = p.run(p.load(), ex, later);
+  CHECK(ex.ran.empty());
+  for (const auto& e : second.steps) {
+    CHECK(e.state == StepState::Cached);
+    CHECK(e.reason == std::string("made by emo ") + emo_version());
+  }
+  CHECK(second.steps[2].cache_key == first.steps[2].cache_key);
+  // A changed setting still re-runs its step and what reads it.
+  RunReport changed = p.run(p.load({{"two.seed", "7"}}), ex, later);
+  CHECK(ex.ran == std::vector<std::string>{"two", "join"});
+  CHECK(changed.steps[0].reason == std::string("made by emo ") + emo_version());
+}
+
+TEST_CASE("recipe run: --only an early step reports no output of a step that has not run", "[recipes]") {
+  ToyProject p;
+  ToyExecutor ex;
+  RunReport first = p.run(p.load(), ex, only_step("one"));
+  CHECK(ex.ran == std::vector<std::string>{"one"});
+  CHECK(first.outputs.empty());  // `joined` comes from `join`, which has not run
+  RunReport all = p.run(p.load(), ex);
+  REQUIRE(all.outputs.size() == 1);
+  CHECK(fs::exists(all.outputs[0].path));
 }
 
 TEST_CASE("recipe run: provenance names the recipe, step and key, and lineage and verify follow it", "[recipes]") {
