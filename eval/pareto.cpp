@@ -217,8 +217,8 @@ ParetoResult run_pareto(const ParetoRequest& r,
   };
 
   // A model that is both a baseline and a from-scratch point (a standard MoE of the full
-  // size) is scored once.
-  std::map<std::string, std::map<std::string, double>> whole_ppl;
+  // size) is scored once: its whole-model point, by canonical directory.
+  std::map<std::string, size_t> whole_point;
   std::vector<ParetoModel> modular = {r.model};
   modular.insert(modular.end(), r.baselines.begin(), r.baselines.end());
   for (size_t mi = 0; mi < modular.size(); ++mi) {
@@ -230,7 +230,7 @@ ParetoResult run_pareto(const ParetoRequest& r,
     const ModelConfig& c = m.checkpoint.config();
     const std::string hash = parent_content_hash(m.checkpoint, false);
     score(m, whole_model_point(spec.name, spec.name, m.checkpoint), [](size_t) { return nullptr; });
-    whole_ppl[fs::weakly_canonical(spec.dir).string()] = result.points.back().ppl;
+    whole_point[fs::weakly_canonical(spec.dir).string()] = result.points.size() - 1;
 
     // Statistics per domain: from the examples and from the whole split.
     std::vector<Routed> few, whole;
@@ -272,10 +272,11 @@ ParetoResult run_pareto(const ParetoRequest& r,
   }
   for (const auto& s : r.scratch) {
     const std::string model = fs::path(s.dir).filename().string();
-    auto scored = whole_ppl.find(fs::weakly_canonical(s.dir).string());
-    if (scored != whole_ppl.end()) {
-      ParetoPoint p = whole_model_point(s.name, model, Checkpoint::open(s.dir));
-      p.ppl = scored->second;
+    auto scored = whole_point.find(fs::weakly_canonical(s.dir).string());
+    if (scored != whole_point.end()) {
+      ParetoPoint p = result.points[scored->second];
+      p.series = s.name;
+      p.model = model;
       note(s.name + ": the checkpoint of an earlier point, its perplexities reused");
       done += domains.size();
       result.points.push_back(std::move(p));

@@ -315,7 +315,9 @@ RunReport Runner::run() {
     // Same settings and inputs as the output was made with, by the emo version it records:
     // reused, whatever version runs now. A rebuild must not throw away (and delete) an
     // hour of pretraining; --force or --from re-run a step on purpose.
-    std::optional<std::string> made_key = prov ? cache_key(s, prov->emo_version) : std::nullopt;
+    std::optional<std::string> made_key = !prov                            ? std::nullopt
+                                          : prov->emo_version == version_ ? key
+                                                                          : cache_key(s, prov->emo_version);
     bool cached = made_key && prov->extra["recipe"] && scalar_text(prov->extra["recipe"], "cache_key") == *made_key &&
                   fs::exists(d.out, ec);
     const bool other_version = cached && prov->emo_version != version_;
