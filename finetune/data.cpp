@@ -132,10 +132,16 @@ std::unique_ptr<TrainData> load_sft(const std::string& path, const Tokenizer& to
   data->kind = "sft";
   JsonlReader reader(path);
   Json r;
-  size_t skipped = 0, records = 0, truncated = 0, no_completion = 0, prefix_mismatch = 0;
+  size_t skipped = 0, records = 0, truncated = 0, no_completion = 0, prefix_mismatch = 0, outside = 0;
   int64_t tokens = 0, targets = 0;
+  std::vector<size_t> only = o.only_lines;
+  std::sort(only.begin(), only.end());
   while (o.skip_bad ? reader.next_skipping_bad(r, skipped) : reader.next(r)) {
     ++records;
+    if (!only.empty() && !std::binary_search(only.begin(), only.end(), reader.line())) {
+      ++outside;
+      continue;
+    }
     std::pair<std::string, std::string> pc;
     try {
       pc = sft_strings(format, r, o, path, reader.line());
@@ -180,6 +186,7 @@ std::unique_ptr<TrainData> load_sft(const std::string& path, const Tokenizer& to
                  {"prompt_boundary_merged", prefix_mismatch}, {"tokens", tokens}, {"target_tokens", targets},
                  {"max_length", o.max_length}};
   if (format == "gsm8k") data->stats["shots"] = o.shots;
+  if (!only.empty()) data->stats["outside_split"] = outside;
   if (truncated) log_warn(path, ": ", truncated, " examples longer than ", o.max_length, " tokens were truncated");
   if (skipped) log_warn(path, ": skipped ", skipped, " malformed lines");
   return data;

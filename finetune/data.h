@@ -65,6 +65,9 @@ struct SftOptions {
   int64_t max_length = 4096;
   bool skip_bad = false;
   size_t limit = 0;
+  // Only these lines of the file (1-based, as JsonlReader counts them); empty = every line.
+  // `emo finetune --split` fills it with a corpus split's GSM8K items.
+  std::vector<size_t> only_lines;
 };
 
 // "gsm8k", "prompt-completion", "instruction" or "text", from the first readable record.

@@ -25,9 +25,10 @@ YAML::Node Provenance::to_yaml() const {
   YAML::Node n(YAML::NodeType::Map);
   n["emo_provenance"] = kProvenanceVersion;
   n["command"] = command;
-  if (!argv.empty()) {
-    n["command_line"] = shell_words(argv);
-  }
+  // A loaded provenance writes its line back as it was: quoting it again would make the
+  // whole line one word, one more layer per generation of the lineage.
+  if (!argv.empty()) n["command_line"] = shell_words(argv);
+  else if (!command_line.empty()) n["command_line"] = command_line;
   n["emo_version"] = emo_version;
   n["started"] = started;
   n["finished"] = finished;
@@ -80,7 +81,7 @@ Provenance Provenance::from_yaml(const YAML::Node& n, const std::string& file) {
   p.started = scalar(n, "started", file, false);
   p.finished = scalar(n, "finished", file, false);
   p.output_hash = scalar(n, "output_hash", file, true);
-  if (n["command_line"]) p.argv = {n["command_line"].as<std::string>()};
+  if (n["command_line"]) p.command_line = n["command_line"].as<std::string>();
   if (const YAML::Node in = n["inputs"]) {
     if (!in.IsSequence()) fail(file, "inputs", "expected a list");
     for (size_t i = 0; i < in.size(); ++i) {

@@ -27,6 +27,7 @@ struct InputRef {
 struct Provenance {
   std::string command;            // "extract", "finetune", "merge", "init", ...
   std::vector<std::string> argv;  // the command line, when run from the CLI
+  std::string command_line;       // as a loaded file recorded it (argv empty): written back verbatim
   YAML::Node settings = YAML::Node(YAML::NodeType::Map);
   std::vector<InputRef> inputs;
   std::string output_hash;

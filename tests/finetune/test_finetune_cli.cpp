@@ -292,6 +292,44 @@ TEST_CASE("finetuning an extracted module changes only its routed experts and ke
   CHECK(moved > 0);
 }
 
+TEST_CASE("--split trains on the GSM8K items of one corpus split only, and says which", "[finetune][cli][gsm8k]") {
+  TempDir dir;
+  const std::string gsm = (data_dir() / "gsm8k" / "train.jsonl").string();
+  const std::string base = "finetune --model " + q(tiny()) + " --data " + q(gsm) +
+                           " --format gsm8k --shots 0 --batch-size 2 --max-steps 1 --threads 1 -q";
+  // The shipped corpus: 5,916 GSM8K items in train, 743 in valid, of the file's 7,473 lines.
+  for (auto [split, examples] : {std::pair<std::string, int>{"train", 5916}, {"valid", 743}}) {
+    RunResult r = run_emo(base + " --split " + split + " --out " + q(dir / split));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    auto prov = Provenance::load(dir / split);
+    CHECK(prov->extra["data"]["examples"].as<int>() == examples);
+    CHECK(prov->extra["data"]["outside_split"].as<int>() == 7473 - examples);
+    CHECK(prov->settings["split"].as<std::string>() == split);
+    bool named = false;
+    for (const auto& in : prov->inputs) named |= in.role == "split" && in.path.find(split + ".jsonl.gz") != std::string::npos;
+    CHECK(named);
+  }
+  // Without --split the setting is absent (cache keys of earlier runs stay valid).
+  RunResult all = run_emo(base + " --limit 3 --out " + q(dir / "all"));
+  REQUIRE(all.code == 0);
+  CHECK_FALSE(Provenance::load(dir / "all")->settings["split"]);
+
+  // Another format, or a file whose lines are not the shipped items: one line, no output.
+  RunResult text = run_emo("finetune --model " + q(tiny()) + " --data " + q(gsm) + " --format text --split train --out " +
+                           q(dir / "text") + " -q");
+  CHECK(text.code != 0);
+  CHECK(text.err.find("--split") != std::string::npos);
+  CHECK(count_lines(text.err) == 1);
+  CHECK_FALSE(fs::exists(dir / "text"));
+  write_lines(dir / "other.jsonl", {R"({"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"})"});
+  RunResult other = run_emo("finetune --model " + q(tiny()) + " --data " + q(dir / "other.jsonl") +
+                            " --format gsm8k --split train --out " + q(dir / "other") + " -q");
+  CHECK(other.code != 0);
+  CHECK(count_lines(other.err) == 1);
+  CHECK_FALSE(fs::exists(dir / "other"));
+}
+
 TEST_CASE("bad input: malformed lines, empty data, long sequences, non-finite loss", "[finetune][cli][bad-input]") {
   TempDir dir;
   const std::string base = "finetune --model " + q(tiny()) + " --batch-size 4 --max-steps 2 --threads 1 -q";
