@@ -5,6 +5,8 @@
 #include "cli/common.h"
 #include "cli/training.h"
 #include "core/checkpoint/content_hash.h"
+#include "core/checkpoint/experts.h"
+#include "core/checkpoint/module_info.h"
 #include "core/checkpoint/provenance.h"
 #include "core/io/sha256.h"
 #include "core/model/compat.h"
@@ -28,7 +30,7 @@ struct Opts {
   std::string model, data, out, tokenizer, experts, device = "auto", format = "auto";
   std::string prompt_template, completion_template, text_field = "text", domain, cache_dir;
   std::string train = "all", schedule = "linear", lb_scope = "global", dtype, precision = "auto";
-  std::string dist_backend = "auto", split;
+  std::string dist_backend = "auto", split, train_experts;
   int shots = gsm8k_paper_shots();
   int64_t max_length = 0, seq_len = 0, batch_size = 32, micro_batch = 0, max_steps = 0, warmup_steps = -1;
   int64_t save_every = 0, ce_chunk = 256;
@@ -74,6 +76,10 @@ void add_options(CLI::App* cmd, Opts& o) {
   cmd->add_option("--train", o.train,
                   "What trains: all, routed (routed expert MLPs only), routed_shared (+ shared experts), "
                   "routed_shared_router (+ router), non_moe (attention, norms, embeddings)")
+      ->group(t);
+  cmd->add_option("--train-experts", o.train_experts,
+                  "Of the routed experts --train trains, only these, inside the full model (ESFT, expert-specialised "
+                  "fine-tuning): an experts file (`emo select`) or a module extracted from --model")
       ->group(t);
   cmd->add_option("--batch-size", o.batch_size, "Sequences per optimizer step, over all processes")->group(t);
   cmd->add_option("--micro-batch-size", o.micro_batch,
@@ -143,6 +149,7 @@ Json trajectory_settings(const Opts& o, const std::string& format, const ModelCo
             {"lb_scope", o.lb_scope},   {"seed", o.seed},             {"shuffle", !o.no_shuffle},
             {"drop_last", o.drop_last}, {"limit", o.limit},           {"skip_bad", o.skip_bad},
             {"experts", o.experts},     {"precision", o.precision}};
+  if (!o.train_experts.empty()) s["train_experts"] = o.train_experts;  // only when given: cache keys stay
   if (format == "text") {
     s["seq_len"] = seq_len;
     s["text_field"] = o.text_field;
@@ -164,6 +171,33 @@ std::vector<size_t> split_lines(const std::string& gsm8k, const fs::path& corpus
   std::vector<size_t> lines;
   for (const GsmSplitItem& it : gsm8k_split_items(gsm8k, corpus.string())) lines.push_back(it.line + 1);
   return lines;
+}
+
+// --train-experts names an experts file or a module directory; its config.json holds the
+// module's experts.
+std::string experts_file(const std::string& path) {
+  return fs::is_directory(path) ? (fs::path(path) / "config.json").string() : path;
+}
+
+// The routed experts --train-experts names, in --model's numbering. A module must have been
+// cut from --model itself: its ids are the parent's.
+ExpertSelection experts_to_train(const std::string& path, const ModelConfig& config, const std::string& model_hash) {
+  ExpertSelection sel;
+  if (!fs::is_directory(path)) {
+    sel = ExpertSelection::load(path);
+  } else {
+    Checkpoint module = Checkpoint::open(path);
+    auto info = ModuleInfo::of(module.config());
+    if (!info) fail("--train-experts", path, "is not a module (its config.json has no ", kModuleKey, ")");
+    if (info->parent_hash != model_hash)
+      fail("--train-experts", path, "was cut from ", info->parent_hash, ", not from --model (", model_hash, ")");
+    const auto specs = config.layers();
+    for (const auto& [layer, ids] : info->experts)
+      for (int64_t id : ids)
+        if (layer < int(specs.size()) && id < specs[size_t(layer)].num_routed()) sel.kept[layer].push_back(id);
+  }
+  sel.validate(config, experts_file(path));
+  return sel;
 }
 
 YAML::Node to_yaml(const Json& j) {
@@ -260,6 +294,7 @@ void run_finetune(const Opts& o) {
   double lb_weight = std::isnan(o.lb_weight) ? config.router_aux_loss_coef : o.lb_weight;
   TrainOptions to;
   to.mode = parse_train_mode(o.train);
+  if (!o.train_experts.empty()) to.train_experts = experts_to_train(o.train_experts, config, parent_hash);
   to.batch_size = o.batch_size;
   to.micro_batch = o.micro_batch;
   to.max_steps = o.max_steps;
@@ -330,6 +365,8 @@ void run_finetune(const Opts& o) {
   prov.add_parent("model", ck.dir(), parent_hash);
   prov.add_input("data", fs::absolute(o.data).string(), data_hash);
   prov.add_input("tokenizer", fs::absolute(tok_path).string(), hash_file(tok_path));
+  if (!o.train_experts.empty())
+    prov.add_input("train_experts", fs::absolute(o.train_experts).string(), hash_file(experts_file(o.train_experts)));
   if (!o.split.empty()) prov.add_input("split", fs::absolute(split_corpus).string(), hash_file(split_corpus.string()));
   if (!o.experts.empty()) prov.add_input("experts", fs::absolute(o.experts).string(), hash_file(o.experts));
   prov.extra["data"] = to_yaml(data->stats);

@@ -35,7 +35,8 @@ const std::set<std::string> kRunnerFlags = {"out", "help", "force", "overwrite",
 // Flags naming something a step reads: hashed into the cache key and recorded as inputs.
 const std::set<std::string> kInputPathFlags = {"model",  "base",   "module", "modules",    "data",  "experts",
                                                "stats",  "corpus", "config", "gsm8k-data", "mc",    "mc-fewshot",
-                                               "tokenizer", "ppl-data", "prompts", "fewshot", "baseline", "scratch"};
+                                               "tokenizer", "ppl-data", "prompts", "fewshot", "baseline", "scratch",
+                                               "train-experts"};
 
 // Input flags whose values may carry a name, NAME=PATH: the name is a setting, the path
 // an input (emo select's tasks, emo eval pareto's models).

@@ -1,5 +1,7 @@
 #include "finetune/freeze.h"
 
+#include <algorithm>
+
 #include "core/util/error.h"
 
 namespace emo {
@@ -38,7 +40,25 @@ Json FreezePlan::summary() const {
   return j;
 }
 
-FreezePlan plan_freeze(ModelWeights& w, const ModelConfig& config, TrainMode mode, bool decay_all) {
+namespace {
+
+// [begin, end) row ranges of consecutive ids, ids sorted.
+std::vector<std::pair<int64_t, int64_t>> id_runs(std::vector<int64_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  for (int64_t id : ids) {
+    if (!runs.empty() && runs.back().second == id) ++runs.back().second;
+    else runs.push_back({id, id + 1});
+  }
+  return runs;
+}
+
+}  // namespace
+
+FreezePlan plan_freeze(ModelWeights& w, const ModelConfig& config, TrainMode mode, bool decay_all,
+                       const ExpertSelection* only_experts) {
+  if (only_experts && mode == TrainMode::NonMoe)
+    fail("--train", train_mode_name(mode), "trains no expert: --train-experts needs a mode that trains routed experts");
   FreezePlan plan;
   const auto specs = config.layers();
   for (const NamedParam& p : named_params(w, config)) {
@@ -65,9 +85,20 @@ FreezePlan plan_freeze(ModelWeights& w, const ModelConfig& config, TrainMode mod
     if (!trains) continue;
     bool is_bias = p.name.size() >= 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
     bool decay = decay_all || !(p.is_norm() || p.role == Role::Embedding || is_bias);
-    TrainSlice s{p.name, p.role, p.layer, p.tensor, begin, end, decay};
-    plan.trainable += s.numel();
-    plan.slices.push_back(s);
+    std::vector<std::pair<int64_t, int64_t>> rows{{begin, end}};
+    if (only_experts && p.role == Role::Expert && only_experts->restricts(p.layer)) {
+      rows = id_runs(only_experts->routed_kept(config, p.layer));
+      // The shared rows (routed_shared and wider modes) still train: ESFT picks routed ones.
+      const int64_t routed = specs[size_t(p.layer)].num_routed();
+      if (end > routed) rows.push_back({routed, end});
+    }
+    for (const auto& [b, e] : rows) {
+      // Slice names key the optimizer state in checkpoints: one per run of rows.
+      std::string name = rows.size() == 1 && b == begin && e == end ? p.name : cat(p.name, "[", b, ":", e, "]");
+      TrainSlice s{name, p.role, p.layer, p.tensor, b, e, decay};
+      plan.trainable += s.numel();
+      plan.slices.push_back(s);
+    }
   }
   if (plan.slices.empty())
     fail("--train", train_mode_name(mode), "nothing to train in this model (no tensor of the roles this mode trains)");

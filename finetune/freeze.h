@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint/experts.h"
 #include "core/model/weights.h"
 
 namespace emo {
@@ -49,6 +50,10 @@ struct FreezePlan {
 
 // Decides what trains. Sets requires_grad on every parameter (true when any of its rows
 // trains). Weight decay: none on norms, embeddings and biases unless decay_all.
-FreezePlan plan_freeze(ModelWeights& weights, const ModelConfig& config, TrainMode mode, bool decay_all);
+// `only_experts` (ESFT, expert-specialised fine-tuning: Wang et al. 2024): of the routed
+// experts the mode trains, only these, one slice per run of consecutive ids, inside the
+// full model; a layer it does not list trains all of them.
+FreezePlan plan_freeze(ModelWeights& weights, const ModelConfig& config, TrainMode mode, bool decay_all,
+                       const ExpertSelection* only_experts = nullptr);
 
 }  // namespace emo

@@ -122,7 +122,7 @@ class Run {
 
   void setup() {
     if (in_.comm) rank_ = in_.comm->rank(), world_ = in_.comm->world();
-    freeze_ = plan_freeze(model_.weights(), config_, o_.mode, o_.decay_all);
+    freeze_ = plan_freeze(model_.weights(), config_, o_.mode, o_.decay_all, o_.train_experts ? &*o_.train_experts : nullptr);
     const bool zero = o_.zero1 && world_ > 1;
     layout_ = std::make_unique<FlatLayout>(freeze_.slices, zero ? world_ : 1);
     if (zero) zero_ = std::make_unique<ZeroSync>(*in_.comm, freeze_.slices, device_);

@@ -15,6 +15,8 @@
 // complete), with provenance.yaml and README.md. Only rank 0 writes.
 #pragma once
 
+#include <optional>
+
 #include <torch/torch.h>
 
 #include <functional>
@@ -33,6 +35,7 @@ namespace emo {
 struct TrainOptions {
   // what and how much
   TrainMode mode = TrainMode::All;
+  std::optional<ExpertSelection> train_experts;  // ESFT: only these routed experts train
   int64_t batch_size = 32;   // global: sequences per optimizer step (over all ranks)
   int64_t micro_batch = 0;   // sequences per forward on one rank (0: the rank's whole share)
   int64_t max_steps = 0;     // > 0: this many steps (wins over epochs)

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "core/checkpoint/content_hash.h"
@@ -292,7 +293,83 @@ TEST_CASE("finetuning an extracted module changes only its routed experts and ke
   CHECK(moved > 0);
 }
 
-TEST_CASE("--split trains on the GSM8K items of one corpus split only, and says which", "[finetune][cli][gsm8k]") {
+// Which experts of `before` moved in `after`: layer -> expert ids (any projection).
+std::map<int, std::set<int>> moved_experts(const Checkpoint& before, const Checkpoint& after) {
+  std::map<int, std::set<int>> moved;
+  for (const CanonicalTensor& t : before.tensors())
+    if (t.role == Role::Expert && tensor_bytes(before, t.name) != tensor_bytes(after, t.name)) moved[t.layer].insert(t.expert);
+  return moved;
+}
+
+TEST_CASE("ESFT (--train-experts) trains only the named routed experts inside the full model", "[finetune][cli][freeze]") {
+  TempDir dir;
+  write_prompt_completion(dir / "d.jsonl", reversal_items(64, 5));
+  Checkpoint base = Checkpoint::open(tiny());
+  const std::string common = "finetune --model " + q(tiny()) + " --data " + q(dir / "d.jsonl") +
+                             " --lr 1e-2 --batch-size 16 --max-steps 2 --warmup-steps 0 --threads 1 -q";
+  // An experts file: layer 0 keeps 1, 5, 6 (two runs of rows), layer 2 keeps 3; layers 1
+  // and 3 are not listed, so all their routed experts train.
+  write_lines(dir / "experts.json", {R"({"0": [6, 1, 5], "2": [3]})"});
+  RunResult r = run_emo(common + " --train routed --train-experts " + q(dir / "experts.json") + " --out " + q(dir / "file"));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  Checkpoint ft = Checkpoint::open(dir / "file");
+  auto moved = moved_experts(base, ft);
+  for (int e : moved[0]) CHECK((e == 1 || e == 5 || e == 6));
+  for (int e : moved[2]) CHECK(e == 3);
+  CHECK(!moved[0].empty());
+  CHECK(moved[1].size() > 3);  // an unlisted layer trains every routed expert a token picked
+  const int64_t shared = base.config().num_experts - 1;
+  for (auto& [layer, ids] : moved) CHECK(ids.count(int(shared)) == 0);
+  for (const CanonicalTensor& t : base.tensors())
+    if (t.role != Role::Expert) {
+      INFO(t.name);
+      CHECK(tensor_bytes(base, t.name) == tensor_bytes(ft, t.name));
+    }
+  auto prov = Provenance::load(dir / "file");
+  CHECK(prov->settings["train_experts"].as<std::string>() == (dir / "experts.json").string());
+
+  // A module cut from this model names its experts in the model's numbering.
+  Checkpoint parent = Checkpoint::open(tiny());
+  ExpertSelection sel;
+  for (int l = 0; l < 4; ++l) sel.kept[l] = {2, 7, 8};
+  fs::path module = dir / "module";
+  {
+    AtomicDir out(module, false);
+    Provenance p("extract");
+    std::string parent_hash = content_hash(parent);
+    p.add_parent("model", tiny(), parent_hash);
+    p.output_hash = write_extract(parent, plan_extract(parent, sel, parent_hash), out.path());
+    p.write(out.path());
+    out.commit();
+  }
+  RunResult m = run_emo(common + " --train routed --train-experts " + q(module) + " --out " + q(dir / "mod"));
+  INFO(m.err);
+  REQUIRE(m.code == 0);
+  auto moved_m = moved_experts(base, Checkpoint::open(dir / "mod"));
+  size_t n = 0;
+  for (auto& [layer, ids] : moved_m)
+    for (int e : ids) {
+      CHECK((e == 2 || e == 7 || e == 8));
+      ++n;
+    }
+  CHECK(n > 0);
+
+  // No expert to train, or a module of another model: one line, no output.
+  RunResult non_moe = run_emo(common + " --train non_moe --train-experts " + q(module) + " --out " + q(dir / "x1"));
+  CHECK(non_moe.code != 0);
+  CHECK(non_moe.err.find("--train-experts") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "x1"));
+  fs::path other = make_model(dir.path(), "other", "tiny", 7);
+  RunResult foreign = run_emo("finetune --model " + q(other) + " --data " + q(dir / "d.jsonl") +
+                              " --max-steps 1 --threads 1 -q --train routed --train-experts " + q(module) + " --out " + q(dir / "x2"));
+  CHECK(foreign.code != 0);
+  CHECK(foreign.err.find("was cut from") != std::string::npos);
+  CHECK(count_lines(foreign.err) == 1);
+  CHECK_FALSE(fs::exists(dir / "x2"));
+}
+
+TEST_CASE("finetune --split trains on the GSM8K items of one corpus split only, and says which", "[finetune][cli][gsm8k]") {
   TempDir dir;
   const std::string gsm = (data_dir() / "gsm8k" / "train.jsonl").string();
   const std::string base = "finetune --model " + q(tiny()) + " --data " + q(gsm) +
