@@ -20,6 +20,7 @@
 #include "core/checkpoint/init.h"
 #include "core/checkpoint/provenance.h"
 #include "core/util/fs.h"
+#include "core/util/source_dir.h"
 
 namespace emo::bench {
 
@@ -206,14 +207,14 @@ class PeerProcess {
 // The references' environment (scripts/reference-venv) and its interpreter; the peers.
 inline std::string reference_python() {
   if (const char* env = std::getenv("EMO_REFERENCE_VENV")) return std::string(env) + "/bin/python";
-  FILE* p = popen(("'" + std::string(EMO_SOURCE_DIR) + "/scripts/reference-venv' --path").c_str(), "r");
+  FILE* p = popen(("'" + std::string(::emo::build_source_dir()) + "/scripts/reference-venv' --path").c_str(), "r");
   char buf[4096] = {0};
   std::string path = p && std::fgets(buf, sizeof buf, p) ? std::string(buf) : std::string();
   if (p) pclose(p);
   while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
   return path + "/bin/python";
 }
-inline std::string peer_script() { return std::string(EMO_SOURCE_DIR) + "/tests/reference/hf_peer.py"; }
+inline std::string peer_script() { return std::string(::emo::build_source_dir()) + "/tests/reference/hf_peer.py"; }
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -36,7 +36,7 @@ fs::path random_olmoe(const fs::path& dir) {
   InitOptions io;
   io.dtype = DType::F32;
   write_initialised_model(dir, c, io);
-  fs::copy_file(fs::path(EMO_SOURCE_DIR) / "data/tokenizers/dolma2-8k/tokenizer.json", dir / "tokenizer.json");
+  fs::copy_file(fs::path(::emo::build_source_dir()) / "data/tokenizers/dolma2-8k/tokenizer.json", dir / "tokenizer.json");
   return dir;
 }
 
@@ -58,7 +58,7 @@ void write_windows(const std::vector<PplWindow>& windows, int64_t window, int64_
 int main(int argc, char** argv) {
   bench::check_flag_pairs(argc, argv, "bench_eval [--model DIR] [--data FILE] [--limit N] [--window T] [--batch B] "
                                      "[--repeat R] [--threads N]");
-  std::string model_dir, data = std::string(EMO_SOURCE_DIR) + "/data/corpus/valid.jsonl.gz";
+  std::string model_dir, data = std::string(::emo::build_source_dir()) + "/data/corpus/valid.jsonl.gz";
   int64_t limit = 40, window = 256, batch = 8;
   int repeat = 3, threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {

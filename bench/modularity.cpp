@@ -50,9 +50,9 @@ const std::vector<double> kBudgets = {0.25, 0.125};
 const char* const kRouters[] = {"emo", "standard"};
 
 fs::path corpus_file(const std::string& name) {
-  fs::path here = fs::path(EMO_SOURCE_DIR) / "data/corpus" / name;
+  fs::path here = fs::path(::emo::build_source_dir()) / "data/corpus" / name;
   if (fs::exists(here)) return here;
-  return fs::path(EMO_SOURCE_DIR) / "../shared/data/corpus" / name;
+  return fs::path(::emo::build_source_dir()) / "../shared/data/corpus" / name;
 }
 
 Args parse(int argc, char** argv) {
@@ -99,7 +99,7 @@ Json pretrain_model(const Args& a, const std::string& router, const fs::path& di
   PretrainOptions p;
   p.preset = "tiny";
   p.init_seed = a.seed;
-  p.tokenizer_dir = fs::path(EMO_SOURCE_DIR) / "data/tokenizers/dolma2-8k";
+  p.tokenizer_dir = fs::path(::emo::build_source_dir()) / "data/tokenizers/dolma2-8k";
   p.data = a.train;
   p.corpus.seq_len = a.seq_len;
   p.corpus.cache_dir = default_cache_dir();

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/text/tokenizer.h"
+#include "core/util/source_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -25,7 +26,7 @@ namespace {
 
 fs::path shared_dir() {
   if (const char* env = std::getenv("EMO_SHARED")) return env;
-  return fs::path(EMO_SOURCE_DIR).parent_path() / "shared";
+  return fs::path(::emo::build_source_dir()).parent_path() / "shared";
 }
 
 // The "text" of every line of a gzipped JSONL file.

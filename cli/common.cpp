@@ -10,6 +10,7 @@
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
 #include "core/util/error.h"
+#include "core/util/source_dir.h"
 
 namespace emo::cli {
 
@@ -38,7 +39,7 @@ fs::path data_root() {
   std::error_code ec;
   fs::path installed = executable_dir() / ".." / "share" / "emo" / "data";
   if (fs::is_directory(installed, ec)) return installed.lexically_normal();
-  return fs::path(EMO_SOURCE_DIR) / "data";
+  return fs::path(build_source_dir()) / "data";
 }
 
 std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {

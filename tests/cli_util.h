@@ -26,7 +26,10 @@ struct RunResult {
   std::string out, err;
 };
 
-inline std::string emo_exe() { return EMO_EXE; }
+// The emo executable of this build: tests/CMakeLists.txt generates its definition (the
+// path names the build directory, which no other test object's compile line does).
+const char* emo_exe_path();
+inline std::string emo_exe() { return emo_exe_path(); }
 
 // A path as one shell word (the test directories hold no single quotes).
 inline std::string q(const std::filesystem::path& p) { return "'" + p.string() + "'"; }

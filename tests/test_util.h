@@ -7,9 +7,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/util/source_dir.h"
+
 namespace emo::test {
 
-inline std::filesystem::path source_dir() { return EMO_SOURCE_DIR; }
+inline std::filesystem::path source_dir() { return ::emo::build_source_dir(); }
 
 // ../shared next to the checkout, or $EMO_SHARED when set.
 inline std::filesystem::path shared_dir() {

@@ -15,7 +15,7 @@ using namespace emo::test;
 namespace {
 
 
-const std::string kCorpus = std::string(EMO_SOURCE_DIR) + "/data/corpus/valid.jsonl.gz";
+const std::string kCorpus = std::string(::emo::build_source_dir()) + "/data/corpus/valid.jsonl.gz";
 
 // A small EMO (tiny's shape, 2 layers) on 96-token sequences of the valid split.
 PretrainOptions small_run(const fs::path& out, RouterKind router, PoolRange pool = {}) {
@@ -23,7 +23,7 @@ PretrainOptions small_run(const fs::path& out, RouterKind router, PoolRange pool
   p.preset = "tiny";
   p.sets = {{"num_hidden_layers", "2"}};
   p.init_seed = 3;
-  p.tokenizer_dir = fs::path(EMO_SOURCE_DIR) / "data/tokenizers/dolma2-8k";
+  p.tokenizer_dir = fs::path(::emo::build_source_dir()) / "data/tokenizers/dolma2-8k";
   p.data = kCorpus;
   p.corpus.seq_len = 96;
   p.corpus.limit = 40;
