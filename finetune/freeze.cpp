@@ -67,7 +67,7 @@ FreezePlan plan_freeze(ModelWeights& w, const ModelConfig& config, TrainMode mod
     plan.total += t.numel();
     int64_t begin = 0, end = t.size(0);
     bool trains = false;
-    const bool is_shared_mlp = p.role == Role::SharedExpert || p.role == Role::SharedExpertGate;
+    const bool is_shared_mlp = is_shared_mlp_role(p.role);
     switch (mode) {
       case TrainMode::All: trains = true; break;
       case TrainMode::Routed:

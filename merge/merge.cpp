@@ -124,7 +124,7 @@ std::map<std::string, TensorPlan> plan_merge(const Checkpoint& base, const std::
     // Whole tensors: the non-MoE ones, and (as "shared") Qwen2-MoE's shared expert MLP and
     // its gate, which a module keeps whole.
     for (const auto& t : base.tensors()) {
-      const bool shared_mlp = t.role == Role::SharedExpert || t.role == Role::SharedExpertGate;
+      const bool shared_mlp = is_shared_mlp_role(t.role);
       if (shared_mlp ? !o.carry.shared : (is_moe_role(t.role) || !o.carry.non_moe)) continue;
       check_same_shape(base.view(t), m.checkpoint->view(t.name), mdir);
       plan[t.name].whole.push_back({&m, t.name});

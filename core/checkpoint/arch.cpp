@@ -32,9 +32,9 @@ const char* proj_name(Proj p) {
   return "";
 }
 
-bool is_moe_role(Role r) {
-  return r == Role::Expert || r == Role::Router || r == Role::SharedExpert || r == Role::SharedExpertGate;
-}
+bool is_shared_mlp_role(Role r) { return r == Role::SharedExpert || r == Role::SharedExpertGate; }
+
+bool is_moe_role(Role r) { return r == Role::Expert || r == Role::Router || is_shared_mlp_role(r); }
 
 const char* layout_name(ExpertLayout l) { return l == ExpertLayout::PerExpert ? "per-expert" : "fused"; }
 

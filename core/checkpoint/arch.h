@@ -32,6 +32,10 @@ enum class Role {
 // The feed-forward tensors a module chooses among or always keeps (what --train non_moe
 // leaves alone and what merge carries as experts, router rows or shared experts).
 bool is_moe_role(Role r);
+// A shared expert kept as its own MLP (Qwen2-MoE's shared_expert and shared_expert_gate;
+// EMO's shared experts are rows of the expert stacks instead): what --train routed_shared
+// adds and merge --shared carries, whole.
+bool is_shared_mlp_role(Role r);
 const char* role_name(Role r);
 
 enum class Proj : uint8_t { Gate, Up, Down, None };
