@@ -249,7 +249,6 @@ void run_finetune(const Opts& o) {
   if (seq_len > context) fail("--seq-len", std::to_string(seq_len), "is longer than the model's context (", context, ")");
   if (!o.split.empty() && format != "gsm8k")
     fail("--split", o.split, "selects GSM8K items: it needs --format gsm8k (", o.data, " reads as ", format, ")");
-  const fs::path split_corpus = data_root() / "corpus" / (o.split + ".jsonl.gz");
   std::unique_ptr<TrainData> data;
   if (format == "text") {
     CorpusOptions co;
@@ -269,7 +268,7 @@ void run_finetune(const Opts& o) {
     so.max_length = max_length;
     so.skip_bad = o.skip_bad;
     so.limit = o.limit;
-    if (!o.split.empty()) so.only_lines = split_lines(o.data, split_corpus);
+    if (!o.split.empty()) so.only_lines = split_lines(o.data, corpus_split_file(o.split));
     data = load_sft(o.data, tok, eos, so);
   }
   if (env.rank == 0) log_info(o.data, ": ", data->stats.dump());
@@ -367,7 +366,10 @@ void run_finetune(const Opts& o) {
   prov.add_input("tokenizer", fs::absolute(tok_path).string(), hash_file(tok_path));
   if (!o.train_experts.empty())
     prov.add_input("train_experts", fs::absolute(o.train_experts).string(), hash_file(experts_file(o.train_experts)));
-  if (!o.split.empty()) prov.add_input("split", fs::absolute(split_corpus).string(), hash_file(split_corpus.string()));
+  if (!o.split.empty()) {
+    const fs::path split_corpus = corpus_split_file(o.split);
+    prov.add_input("split", fs::absolute(split_corpus).string(), hash_file(split_corpus.string()));
+  }
   if (!o.experts.empty()) prov.add_input("experts", fs::absolute(o.experts).string(), hash_file(o.experts));
   prov.extra["data"] = to_yaml(data->stats);
   in.title = "emo finetune: " + fs::path(o.model).filename().string() + " on " + fs::path(o.data).filename().string();

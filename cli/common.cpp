@@ -42,8 +42,10 @@ fs::path data_root() {
   return fs::path(build_source_dir()) / "data";
 }
 
+fs::path corpus_split_file(const std::string& split) { return data_root() / "corpus" / (split + ".jsonl.gz"); }
+
 std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
-  if (corpus.empty()) corpus = (data_root() / "corpus" / "valid.jsonl.gz").string();
+  if (corpus.empty()) corpus = corpus_split_file("valid").string();
   TextDocs docs = load_text_docs(corpus);
   std::vector<TextDoc> kept;
   std::map<std::string, size_t> seen;

@@ -29,6 +29,8 @@ Globals& globals();
 // The project's data/ folder (tokenizers, corpus, GSM8K): $EMO_DATA, else data/ beside
 // the executable's install prefix, else the source tree it was built from.
 fs::path data_root();
+// The shipped corpus split "train" or "valid": data_root()/corpus/SPLIT.jsonl.gz.
+fs::path corpus_split_file(const std::string& split);
 // Perplexity documents of `corpus` (default: the shipped valid split), at most
 // `per_domain` of each domain (0: all).
 std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain);
