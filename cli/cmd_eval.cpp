@@ -120,10 +120,16 @@ SuiteMcTask mc_task_for(const std::string& path, const std::string& fewshot_path
 
 // ---- ppl -------------------------------------------------------------------------------
 
+// PplOptions::pool, for eval ppl and eval suite.
+constexpr const char* kPoolHelp =
+    "Route each window inside a pool of N routed experts per layer, its top N by the router probability summed "
+    "over the window (allenai/EMO's eval_document_expert_pool); the pool sees the whole window, so the score is "
+    "not causal. 0: every token routed on its own";
+
 void add_eval_ppl(CLI::App* eval) {
   struct Opts {
     std::string model, data, domain, experts, device = "auto", tokenizer, text_field = "text", out;
-    int64_t window = 256, batch = 8;
+    int64_t window = 256, batch = 8, pool = 0;
     size_t limit = 0;
     bool json = false;
   };
@@ -136,6 +142,7 @@ void add_eval_ppl(CLI::App* eval) {
   cmd->add_option("--limit", o->limit, "At most this many documents");
   cmd->add_option("--window", o->window, "Tokens per scoring window");
   cmd->add_option("--batch", o->batch, "Windows per forward pass");
+  cmd->add_option("--pool", o->pool, kPoolHelp)->check(CLI::NonNegativeNumber);
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's)");
   cmd->add_option("--out", o->out, "Also write the JSON result to this file");
   add_model_flags(cmd, o->experts, o->device);
@@ -154,6 +161,7 @@ void add_eval_ppl(CLI::App* eval) {
     PplOptions po;
     po.window = o->window;
     po.batch = o->batch;
+    po.pool = o->pool;
     po.routing = routing_of(m);
     Progress bar("eval ppl", 0, "tokens");
     po.progress = [&](uint64_t done, uint64_t) { bar.update(done); };
@@ -163,6 +171,7 @@ void add_eval_ppl(CLI::App* eval) {
               {"data", o->data},
               {"experts", o->experts},
               {"window", o->window},
+              {"pool", o->pool},
               {"tokens_per_second", r.tokens_per_second()},
               {"domains", Json::object()}};
     for (const auto& [domain, s] : r.by_domain)
@@ -386,7 +395,7 @@ void add_eval_suite(CLI::App* eval) {
     std::string gsm8k_split = "valid", mc_template = "rc", format = "text";
     std::vector<std::string> modules, names, mc, mc_fewshot;
     size_t ppl_limit = 20, gsm8k_limit = 0, mc_limit = 0;
-    int64_t window = 256, batch = 16;
+    int64_t window = 256, batch = 16, pool = 0;
     int shots = -1, mc_shots = -1, max_new_tokens = 512;
     bool no_ppl = false, no_gsm8k = false, generate = false, force = false;
   };
@@ -402,6 +411,7 @@ void add_eval_suite(CLI::App* eval) {
                   "Perplexity corpus, JSONL(.gz) with domains (default: the shipped valid split)");
   cmd->add_option("--ppl-limit", o->ppl_limit, "Documents per domain (0: all)");
   cmd->add_option("--window", o->window, "Perplexity window in tokens");
+  cmd->add_option("--pool", o->pool, "Perplexity inside document pools of N routed experts (as eval ppl --pool)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-ppl", o->no_ppl, "Skip perplexity");
   cmd->add_option("--gsm8k-data", o->gsm8k_data, "A GSM8K JSONL (default: the shipped valid split)");
   cmd->add_option("--gsm8k-split", o->gsm8k_split, "Without --gsm8k-data: train or valid")
@@ -437,6 +447,7 @@ void add_eval_suite(CLI::App* eval) {
     if (!o->no_ppl) {
       tasks.ppl_docs = ppl_docs_for(o->corpus, o->ppl_limit);
       tasks.ppl.window = o->window;
+      tasks.ppl.pool = o->pool;
       tasks.ppl.batch = std::max<int64_t>(1, o->batch / 2);
     }
     if (!o->no_gsm8k) {

@@ -75,7 +75,7 @@ inline TrainingProcess start_training_process(const TrainingFlags& f) {
   if (f.resume && f.force) fail(f.command, "--resume", "--resume and --force exclude each other");
   if (fs::exists(p.out, ec) && !f.resume) {
     if (!f.force) fail(p.out.string(), "", "exists; pass --resume to continue the run in it, or --force to start over");
-    if (p.env.rank == 0) fs::remove_all(p.out, ec);
+    if (p.env.rank == 0) remove_output_dir(p.out);
   }
   if (p.comm) p.comm->barrier();
   return p;

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 #include "core/model/cpu_allocator.h"
+#include "core/model/pool_router.h"
 #include "core/util/error.h"
 
 namespace emo {
@@ -63,6 +65,14 @@ PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vec
   }
   ForwardOptions fo;
   fo.routing = o.routing;
+  std::unique_ptr<DocumentPoolRouter> pools;
+  RoutingControl pooled;
+  if (o.pool > 0) {
+    pools = std::make_unique<DocumentPoolRouter>(model.config(), PoolRange{o.pool, o.pool}, /*seed=*/0, "--pool");
+    if (o.routing) pooled.allowed = o.routing->allowed;
+    pooled.pool = pools->control().pool;
+    fo.routing = &pooled;
+  }
   uint64_t done = 0;
   for (size_t first = 0; first < windows.size(); first += size_t(o.batch)) {
     size_t last = std::min(windows.size(), first + size_t(o.batch));
@@ -73,7 +83,17 @@ PplResult evaluate_perplexity(Model& model, const Tokenizer& tok, const std::vec
       const auto& w = windows[first + size_t(b)].ids;
       ids[b].narrow(0, 0, int64_t(w.size())).copy_(torch::tensor(w, torch::kInt64));
     }
-    auto logits = model.forward({ids}, fo).to(torch::kFloat32);
+    Batch batch{ids};
+    // With pools, a row's padding is a document of its own: it must not help choose the
+    // window's pool (real tokens never see it either way).
+    if (o.pool > 0 && int64_t(windows[last - 1].ids.size()) < T) {
+      batch.document_ids = torch::zeros({B, T}, torch::kInt64);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = int64_t(windows[first + size_t(b)].ids.size());
+        batch.document_ids[b].narrow(0, n, T - n).fill_(1);
+      }
+    }
+    auto logits = model.forward(batch, fo).to(torch::kFloat32);
     auto logp = torch::log_softmax(logits.narrow(1, 0, T - 1), -1);
     auto nll = -logp.gather(-1, ids.narrow(1, 1, T - 1).to(logp.device()).unsqueeze(-1)).squeeze(-1).to(torch::kCPU);
     auto acc = nll.accessor<float, 2>();

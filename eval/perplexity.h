@@ -1,7 +1,7 @@
 // Per-domain loss, perplexity and bits per byte of a text corpus (teacher forcing).
 // Each document is tokenized and cut into windows of `window` tokens; inside a window
 // every token after the first is scored given the ones before it. Evaluation routes per
-// token, as the reference HF code does: never with training-time document pools.
+// token, as the reference HF code does, unless PplOptions::pool asks for document pools.
 #pragma once
 
 #include <functional>
@@ -29,6 +29,12 @@ struct PplOptions {
   int64_t window = 256;
   int64_t batch = 8;  // windows per forward pass
   const RoutingControl* routing = nullptr;
+  // > 0: each window routes inside a pool of this many routed experts per layer, its
+  // top experts by the router probability summed over the window's tokens, as
+  // allenai/EMO's router does at evaluation (eval_document_expert_pool). The pool is chosen
+  // from the whole window, so a token's experts depend on the tokens after it: not a
+  // causal score. 0: every token routed on its own.
+  int64_t pool = 0;
   std::function<void(uint64_t tokens_done, uint64_t tokens_total)> progress;
 };
 

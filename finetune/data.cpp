@@ -11,6 +11,7 @@
 #include "core/text/gsm8k.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "core/util/splitmix.h"
 #include "core/util/log.h"
 
 namespace emo {
@@ -352,18 +353,11 @@ std::unique_ptr<TrainData> load_corpus(const std::string& path, const Tokenizer&
 
 namespace {
 
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // Uniform in [0, bound) without modulo bias (rejection).
 uint64_t bounded(uint64_t& state, uint64_t bound) {
   uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
   for (;;) {
-    uint64_t r = splitmix64(state);
+    uint64_t r = splitmix64_next(state);
     if (r < limit) return r % bound;
   }
 }

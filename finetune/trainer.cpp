@@ -36,14 +36,6 @@ namespace {
 // A pruned checkpoint disappears at once: renamed to STEP.old-<pid> (a temporary's name,
 // which nothing reads as a checkpoint) before its files go, so a kill during the removal
 // leaves no directory that looks like a whole checkpoint and is not.
-void remove_checkpoint(const fs::path& dir) {
-  std::error_code ec;
-  fs::path doomed = dir;
-  doomed += cat(".old-", ::getpid());
-  fs::rename(dir, doomed, ec);
-  fs::remove_all(ec ? dir : doomed, ec);
-}
-
 using Clock = std::chrono::steady_clock;
 
 // How long the other ranks wait for rank 0 to write a checkpoint (at least; longer when
@@ -531,7 +523,7 @@ class Run {
     if (o_.keep_last > 0) {
       auto all = list_checkpoints(o_.out);
       while (int(all.size()) > o_.keep_last) {
-        remove_checkpoint(all.begin()->second);
+        remove_output_dir(all.begin()->second);
         all.erase(all.begin());
       }
     }

@@ -1,6 +1,6 @@
 // Pretraining (`emo pretrain`): a causal LM on a packed corpus, on the finetune trainer
 // (checkpoints, --resume, data parallelism, metrics, progress), with EMO's document-pool
-// router (pretrain/pool_router.h) or the standard per-token router.
+// router (core/model/pool_router.h) or the standard per-token router.
 //
 // The model starts from a config (YAML or config.json keys, with --set overrides), a
 // preset, or an existing checkpoint. A new model is initialised (emo init's deterministic
@@ -19,7 +19,7 @@
 #include "finetune/data.h"
 #include "finetune/dist.h"
 #include "finetune/trainer.h"
-#include "pretrain/pool_router.h"
+#include "core/model/pool_router.h"
 
 namespace emo {
 

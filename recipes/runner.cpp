@@ -349,7 +349,7 @@ RunReport Runner::run() {
       e.state = StepState::WillRun;
     } else {
       if (on_event_) on_event_(e, true);
-      if (fs::exists(d.dir, ec)) fs::remove_all(d.dir);
+      remove_output_dir(d.dir);
       fs::create_directories(type.out_file.empty() ? o_.workdir : d.dir);
       auto t0 = std::chrono::steady_clock::now();
       execute_(call);

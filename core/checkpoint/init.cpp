@@ -7,17 +7,12 @@
 #include "core/io/json.h"
 #include "core/io/yaml.h"
 #include "core/util/error.h"
+#include "core/util/splitmix.h"
 
 namespace emo {
 
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -77,7 +72,7 @@ void init_normal(uint64_t seed, const std::string& name, uint64_t offset, float 
   const uint64_t key = splitmix64(seed ^ fnv1a(name));
   const float two_pi = 6.28318530717958647f;
   auto pair_at = [&](uint64_t pair, float& z0, float& z1) {
-    uint64_t r = splitmix64(key + pair * 0x9e3779b97f4a7c15ull);
+    uint64_t r = splitmix64(key + pair * kSplitmixGamma);
     float u1 = (float(r >> 40) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]: log stays finite
     float u2 = float(r & 0xffffffu) * (1.0f / 16777216.0f);     // [0, 1)
     float radius = std::sqrt(-2.0f * std::log(u1)) * std;

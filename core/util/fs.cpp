@@ -255,6 +255,17 @@ void AtomicDir::commit() {
   if (!old.empty()) fs::remove_all(old, ec);
 }
 
+void remove_output_dir(const fs::path& dir) {
+  std::error_code ec;
+  remove_stale_temporaries(dir);
+  fs::path doomed = absolute_clean(dir);
+  if (doomed.filename().empty()) doomed = doomed.parent_path();
+  doomed += cat(".old-", ::getpid());
+  fs::remove_all(doomed, ec);
+  fs::rename(dir, doomed, ec);
+  fs::remove_all(ec ? dir : doomed, ec);
+}
+
 void copy_file_synced(const fs::path& from, const fs::path& to) {
   // In blocks: a carried file may be large and is never held in memory whole.
   OutFile out(to);

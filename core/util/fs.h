@@ -92,6 +92,11 @@ class AtomicDir {
 // (killed while writing OUT).
 void remove_stale_temporaries(const fs::path& target);
 
+// Deletes an output directory so that it never looks whole while half deleted (a kill in
+// the middle of a recursive delete can leave config.json without provenance.yaml): it is
+// renamed to DIR.old-<pid> first, which remove_stale_temporaries clears after a kill.
+void remove_output_dir(const fs::path& dir);
+
 // Copies a regular file byte for byte (used to carry tokenizer files along).
 void copy_file_synced(const fs::path& from, const fs::path& to);
 

@@ -71,6 +71,23 @@ TEST_CASE("temporaries of dead processes are cleaned, live ones kept", "[fs]") {
   CHECK(fs::exists(tmp / cat("out.tmp-", getpid())));
 }
 
+// What CI met once (recipe crash test): a step re-run deleted its old output in place, was
+// killed mid-delete, and left config.json without provenance.yaml: an output that looked
+// whole and was not. The delete now happens under a temporary name.
+TEST_CASE("an output directory is deleted under a temporary name; a killed delete's rest is cleaned", "[fs]") {
+  TempDir tmp;
+  fs::path out = tmp / "out";
+  fs::create_directories(out / "sub");
+  write_file_atomic(out / "config.json", "{}");
+  write_file_atomic(out / "sub" / "x", "x");
+  fs::create_directories(tmp / "out.old-999999999");  // what a delete killed midway left (no such pid)
+  write_file_atomic(tmp / "out.old-999999999" / "config.json", "{}");
+  remove_output_dir(out);
+  CHECK_FALSE(fs::exists(out));
+  CHECK(fs::is_empty(tmp.path()));
+  CHECK_NOTHROW(remove_output_dir(out));  // nothing there: nothing to do
+}
+
 // What a resumed finetune met in CI: a run killed inside truncate_metrics left
 // metrics.jsonl.tmp-<pid>, and every later rewrite of metrics.jsonl left it there.
 TEST_CASE("rewriting a file removes the temporary a killed writer left beside it", "[fs]") {

@@ -7,7 +7,7 @@
 #include "core/model/model.h"
 #include "core/model/moe.h"
 #include "finetune/losses.h"
-#include "pretrain/pool_router.h"
+#include "core/model/pool_router.h"
 
 using namespace emo;
 

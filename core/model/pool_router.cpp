@@ -1,20 +1,14 @@
-#include "pretrain/pool_router.h"
+#include "core/model/pool_router.h"
 
 #include <algorithm>
 #include <limits>
 
 #include "core/util/error.h"
+#include "core/util/splitmix.h"
 
 namespace emo {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 int64_t routed_top_k(const ModelConfig& c, const LayerSpec& s) {
   return std::min(c.num_experts_per_tok - s.num_shared_experts, s.num_routed());
@@ -35,8 +29,8 @@ PoolRange default_pool_range(const ModelConfig& config) {
   return r;
 }
 
-void validate_pool_range(const ModelConfig& config, const PoolRange& range) {
-  if (range.min > range.max) fail("--pool-min", std::to_string(range.min), "is larger than --pool-max ", range.max);
+void validate_pool_range(const ModelConfig& config, const PoolRange& range, const std::string& flag) {
+  if (range.min > range.max) fail(flag, std::to_string(range.min), "is larger than --pool-max ", range.max);
   const auto specs = config.layers();
   for (size_t l = 0; l < specs.size(); ++l) {
     const LayerSpec& s = specs[l];
@@ -46,7 +40,7 @@ void validate_pool_range(const ModelConfig& config, const PoolRange& range) {
            "experts (the last router columns) only");
     const int64_t k = routed_top_k(config, s);
     if (range.min < k)
-      fail("--pool-min", std::to_string(range.min), "is smaller than the routed top-k (", k, ") of layer ", l,
+      fail(flag, std::to_string(range.min), "is smaller than the routed top-k (", k, ") of layer ", l,
            ": top-k would pick experts outside the pool");
   }
 }
@@ -97,9 +91,9 @@ torch::Tensor document_pool_mask(const torch::Tensor& routed_logits, const torch
       .masked_fill(allowed.logical_not().to(routed_logits.device()), -std::numeric_limits<float>::infinity());
 }
 
-DocumentPoolRouter::DocumentPoolRouter(const ModelConfig& config, PoolRange range, uint64_t seed)
+DocumentPoolRouter::DocumentPoolRouter(const ModelConfig& config, PoolRange range, uint64_t seed, const std::string& flag)
     : layers_(config.layers()), range_(range), seed_(seed) {
-  validate_pool_range(config, range_);
+  validate_pool_range(config, range_, flag);
   control_.pool = [this](int layer, const torch::Tensor& logits, const torch::Tensor& docs) {
     return mask(layer, logits, docs);
   };

@@ -13,7 +13,8 @@
 // and multi-process runs draw exactly what one uninterrupted process draws. The choice
 // is made without gradient (only its indices matter, as in the reference). Pools are a
 // training-time device only: nothing but `emo pretrain` installs this hook, so
-// evaluation, routing statistics and generation route every token on its own.
+// evaluation (unless asked: `emo eval ppl --pool`, allenai/EMO's eval_document_expert_pool),
+// routing statistics and generation route every token on its own.
 #pragma once
 
 #include <torch/torch.h>
@@ -21,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 #include "core/checkpoint/config.h"
 #include "core/model/model.h"
@@ -37,8 +39,8 @@ PoolRange default_pool_range(const ModelConfig& config);
 
 // emo::Error unless every MoE layer has shared experts last (EMO) or none, and the range
 // lies within [routed top-k, R] of every layer (a pool smaller than the routed top-k would
-// make top-k pick experts of weight zero).
-void validate_pool_range(const ModelConfig& config, const PoolRange& range);
+// make top-k pick experts of weight zero). `flag` names the smallest pool in the message.
+void validate_pool_range(const ModelConfig& config, const PoolRange& range, const std::string& flag = "--pool-min");
 
 // The pool size of one (document, layer) at a step: uniform in [range.min, range.max].
 int64_t draw_pool_size(uint64_t seed, int64_t step, int64_t document, int layer, const PoolRange& range);
@@ -50,10 +52,12 @@ int64_t draw_pool_size(uint64_t seed, int64_t step, int64_t document, int layer,
 torch::Tensor document_pool_mask(const torch::Tensor& routed_logits, const torch::Tensor& document_ids, int64_t rows,
                                  const std::function<int64_t(int64_t document)>& pool_of);
 
-// The hook: pools for the current step (set_step) of a training run.
+// The hook: pools for the current step (set_step) of a training run, or of a fixed size
+// (range.min == range.max) for evaluation.
 class DocumentPoolRouter {
  public:
-  DocumentPoolRouter(const ModelConfig& config, PoolRange range, uint64_t seed);
+  // `flag`: what the messages of validate_pool_range name (--pool-min; evaluation's --pool).
+  DocumentPoolRouter(const ModelConfig& config, PoolRange range, uint64_t seed, const std::string& flag = "--pool-min");
   void set_step(int64_t step) { step_ = step; }
   const RoutingControl& control() const { return control_; }
   const PoolRange& range() const { return range_; }
