@@ -74,7 +74,7 @@ TEST_CASE("temporaries of dead processes are cleaned, live ones kept", "[fs]") {
 // What CI met once (recipe crash test): a step re-run deleted its old output in place, was
 // killed mid-delete, and left config.json without provenance.yaml: an output that looked
 // whole and was not. The delete now happens under a temporary name.
-TEST_CASE("an output directory is deleted under a temporary name; a killed delete's rest is cleaned", "[fs]") {
+TEST_CASE("an output directory is deleted under a temporary name, and what a killed delete left is cleaned", "[fs]") {
   TempDir tmp;
   fs::path out = tmp / "out";
   fs::create_directories(out / "sub");
