@@ -33,6 +33,10 @@ void add_diff(CLI::App& app) {
         else std::snprintf(line, sizeof line, "%-60s %s", t.name.c_str(), t.status.c_str());
         print_line(line);
       }
+      std::string changed;
+      for (const auto& [part, c] : r.parts)
+        if (c.changed) changed += cat(changed.empty() ? "" : ", ", part_name(part), " (", c.changed, " of ", c.tensors, ")");
+      print_line("changed parts: " + (changed.empty() ? std::string("none") : changed));
       print_line(cat(r.identical, " identical, ", r.different, " different, ", r.only_a, " only in ", o->a, ", ", r.only_b,
                      " only in ", o->b, r.incompatible ? cat(", ", r.incompatible, " of other shape or dtype") : ""));
     }

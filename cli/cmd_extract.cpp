@@ -47,51 +47,40 @@ void add_extract(CLI::App& app) {
     prov.argv = globals().argv;
     std::string parent_hash = parent_content_hash(parent, o->verify_parent);
     ExpertSelection listed;
-    ExpertSelection selection;
-    Json report = Json::object();
     if (!o->experts.empty()) {
       listed = ExpertSelection::load(o->experts);
       listed.validate(parent.config(), o->experts);
       prov.add_input("experts", o->experts, hash_file(o->experts));
     }
-    if (method == "explicit") {
-      if (o->experts.empty()) fail("--method explicit", "--experts", "needs an experts file");
-      selection = o->exclude ? complement(listed, parent.config()) : listed;
-      if (!o->exclude)  // a listed layer keeps what it lists; unlisted layers keep all
-        for (int l = 0; l < int(parent.config().layers().size()); ++l)
-          if (!parent.config().layers()[size_t(l)].dense() && !selection.restricts(l))
-            selection.kept[l] = selection.routed_kept(parent.config(), l);
-    } else {
-      const SelectionMethod& m = find_selection_method(method);
-      std::optional<RouteStats> stats;
-      std::optional<LoadedModel> model;
-      std::optional<RoutedExamples> ex;
-      if (!o->stats.empty()) {
-        stats = RouteStats::load(o->stats);
-        check_stats_model(*stats, parent_hash, parent.config(), o->stats);
-        prov.add_input("stats", o->stats, stats->file_hash);
-      }
-      if ((m.needs_stats() && !stats) || m.needs_forward()) {
-        model = load_model(o->model, "", o->device, o->tokenizer);
-        ex = read_examples(o->examples, *model);
-        prov.add_input("data", o->examples.source.path, ex->examples.file_hash);
-        prov.extra["examples_hash"] = ex->examples.set_hash;
-        prov.extra["truncated_examples"] = ex->tokens.truncated;
-        if (m.needs_stats()) stats = collect_with_progress(*model, parent_hash, *ex, o->examples, nullptr);
-      }
-      if (stats) prov.extra["examples_hash"] = stats->examples_hash;
-      SelectionSources src;
-      src.stats = stats ? &*stats : nullptr;
-      src.model = model ? model->model.get() : nullptr;
-      src.examples = ex ? &ex->tokens : nullptr;
-      src.listed = o->experts.empty() ? nullptr : &listed;
-      src.batch = o->examples.batch;
-      std::optional<ModuleBytes> sizes;
-      if (o->budget.request().max_bytes) src.bytes = &sizes.emplace(module_bytes(parent));
-      ModuleChoice choice = choose_module(parent.config(), {method, o->budget.request(), o->exclude, o->seed}, src);
-      selection = choice.selection;
-      report = choice.report;
+    const SelectionMethod& m = find_selection_method(method);
+    std::optional<RouteStats> stats;
+    std::optional<LoadedModel> model;
+    std::optional<RoutedExamples> ex;
+    if (!o->stats.empty()) {
+      stats = RouteStats::load(o->stats);
+      check_stats_model(*stats, parent_hash, parent.config(), o->stats);
+      prov.add_input("stats", o->stats, stats->file_hash);
     }
+    if ((m.needs_stats() && !stats) || m.needs_forward()) {
+      model = load_model(o->model, "", o->device, o->tokenizer);
+      ex = read_examples(o->examples, *model);
+      prov.add_input("data", o->examples.source.path, ex->examples.file_hash);
+      prov.extra["examples_hash"] = ex->examples.set_hash;
+      prov.extra["truncated_examples"] = ex->tokens.truncated;
+      if (m.needs_stats()) stats = collect_with_progress(*model, parent_hash, *ex, o->examples, nullptr);
+    }
+    if (stats) prov.extra["examples_hash"] = stats->examples_hash;
+    SelectionSources src;
+    src.stats = stats ? &*stats : nullptr;
+    src.model = model ? model->model.get() : nullptr;
+    src.examples = ex ? &ex->tokens : nullptr;
+    src.listed = o->experts.empty() ? nullptr : &listed;
+    src.batch = o->examples.batch;
+    std::optional<ModuleBytes> sizes;
+    if (o->budget.request().max_bytes) src.bytes = &sizes.emplace(module_bytes(parent));
+    ModuleChoice choice = choose_module(parent.config(), {method, o->budget.request(), o->exclude, o->seed}, src);
+    const ExpertSelection& selection = choice.selection;
+    const Json& report = choice.report;
     ExtractPlan plan = plan_extract(parent, selection, parent_hash);
     prov.add_parent("model", parent.dir(), parent_hash);
     prov.settings["method"] = method;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cli/common.h"
+#include "core/util/registry.h"
 #include "cli/training.h"
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/experts.h"
@@ -73,9 +74,8 @@ void add_options(CLI::App* cmd, Opts& o) {
   cmd->add_flag("--no-cache", o.no_cache, "text: tokenize without the cache")->group(g);
   cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model's)")->group(g);
   auto* t = "Training";
-  cmd->add_option("--train", o.train,
-                  "What trains: all, routed (routed expert MLPs only), routed_shared (+ shared experts), "
-                  "routed_shared_router (+ router), non_moe (attention, norms, embeddings)")
+  cmd->add_option("--train", o.train, entries_help("What trains:", train_modes()))
+      ->check(CLI::IsMember(entry_names(train_modes())))
       ->group(t);
   cmd->add_option("--train-experts", o.train_experts,
                   "Of the routed experts --train trains, only these, inside the full model (ESFT, expert-specialised "
@@ -292,7 +292,7 @@ void run_finetune(const Opts& o) {
   if (env.rank == 0) check_blas_speed_once();
   double lb_weight = std::isnan(o.lb_weight) ? config.router_aux_loss_coef : o.lb_weight;
   TrainOptions to;
-  to.mode = parse_train_mode(o.train);
+  to.mode = &find_train_mode(o.train);
   if (!o.train_experts.empty()) to.train_experts = experts_to_train(o.train_experts, config, parent_hash);
   to.batch_size = o.batch_size;
   to.micro_batch = o.micro_batch;

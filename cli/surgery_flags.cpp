@@ -6,6 +6,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
+#include "core/util/registry.h"
 
 namespace emo::cli {
 
@@ -68,10 +69,8 @@ bool any_named(const std::vector<std::string>& values) {
 void TaskFlags::add(CLI::App* cmd) {
   cmd->add_option("--weight", weights, "NAME=W: a task's weight when several are composed (default 1)")
       ->check(parsed_by([](const std::string& text) { parse_weight(text); }, "NAME=W"));
-  std::string rules;
-  std::vector<std::string> names;
-  for (const auto& r : compose_rules()) rules += "; " + r.name + ": " + r.description, names.push_back(r.name);
-  cmd->add_option("--compose", compose, "How several tasks make one module" + rules)->check(CLI::IsMember(names));
+  cmd->add_option("--compose", compose, entries_help("How several tasks make one module:", compose_rules()))
+      ->check(CLI::IsMember(entry_names(compose_rules())));
   cmd->add_option("--and-not", and_not, "NAME: leave out the experts this task's own module keeps (switch it off)");
 }
 

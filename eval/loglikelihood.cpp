@@ -11,12 +11,6 @@
 
 namespace emo {
 
-size_t utf8_length(const std::string& s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 int32_t prefix_token_id(const Model& model, const Tokenizer& tokenizer) {
   if (!model.config().eos_token_ids.empty()) return int32_t(model.config().eos_token_ids.front());
   if (auto id = tokenizer.eos_id()) return *id;

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/text/utf8.h"  // utf8_length: Python's len() of a continuation
 #include "core/model/model.h"
 #include "core/text/tokenizer.h"
 
@@ -81,8 +82,5 @@ std::vector<LoglikelihoodResult> score_loglikelihood_tokens(
 // The id that stands in for an empty context: the model's first EOS id, else the
 // tokenizer's, else 0.
 int32_t prefix_token_id(const Model& model, const Tokenizer& tokenizer);
-
-// Number of Unicode code points of UTF-8 text (Python's len() of the str).
-size_t utf8_length(const std::string& s);
 
 }  // namespace emo

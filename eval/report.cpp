@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/text/utf8.h"
+
 namespace emo {
 
 Interval wilson_interval(size_t k, size_t n, double z) {
@@ -30,11 +32,7 @@ std::string fixed(double v, int digits) {
 namespace {
 
 // Display width of UTF-8 text: code points (every cell here is narrow text).
-size_t width(const std::string& s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
+size_t width(const std::string& s) { return utf8_length(s); }
 
 std::vector<size_t> column_widths(const Table& t) {
   std::vector<size_t> w(t.header.size(), 0);

@@ -54,7 +54,7 @@ std::string format_metric(const std::string& key, double v) {
 
 std::vector<int64_t> check_sweep_request(const ModelConfig& c, const SweepRequest& req) {
   const SelectionMethod& method = find_selection_method(req.method);
-  if (method.name() == "explicit")
+  if (!method.uses_budget())
     fail("--method", req.method, "a sweep chooses a module per budget; explicit lists one module (use emo eval suite)");
   if (req.random_baseline && method.name() == "random")
     fail("--random", "", "--method random is already the random baseline");

@@ -1,13 +1,5 @@
-// What trains: EMO's freeze modes, named by what trains, resolved by tensor Role.
-//
-//   all                   every parameter
-//   routed                only the routed expert MLPs (the shared experts, router,
-//                         attention, norms, embeddings, head stay frozen)
-//   routed_shared         routed + shared expert MLPs (Qwen2-MoE: its shared expert and the
-//                         shared_expert_gate)
-//   routed_shared_router  routed + shared expert MLPs + the router
-//   non_moe               attention, norms, embeddings and head (and dense MLP layers):
-//                         everything but the MoE blocks
+// What trains: EMO's freeze modes, named by what trains, each a set of the model's parts
+// (core/checkpoint/parts.h); train_modes() lists them with their descriptions.
 //
 // A layer's experts are one stacked tensor (gate_up [E, 2I, H], down [E, H, I]) whose last
 // num_shared_experts rows are the shared experts; "routed" trains rows [0, E - S) only.
@@ -19,14 +11,18 @@
 #include <vector>
 
 #include "core/checkpoint/experts.h"
+#include "core/checkpoint/parts.h"
 #include "core/model/weights.h"
 
 namespace emo {
 
-enum class TrainMode { All, Routed, RoutedShared, RoutedSharedRouter, NonMoe };
-TrainMode parse_train_mode(const std::string& name);  // emo::Error listing the modes
-const char* train_mode_name(TrainMode m);
-const std::vector<std::string>& train_mode_names();
+struct TrainMode {
+  const char* name;
+  const char* description;
+  PartSet parts;  // what trains
+};
+const std::vector<TrainMode>& train_modes();
+const TrainMode& find_train_mode(const std::string& name);  // emo::Error naming --train, listing the modes
 
 // A trainable part of one parameter: rows [row_begin, row_end) along dim 0.
 struct TrainSlice {
@@ -53,7 +49,7 @@ struct FreezePlan {
 // `only_experts` (ESFT, expert-specialised fine-tuning: Wang et al. 2024): of the routed
 // experts the mode trains, only these, one slice per run of consecutive ids, inside the
 // full model; a layer it does not list trains all of them.
-FreezePlan plan_freeze(ModelWeights& weights, const ModelConfig& config, TrainMode mode, bool decay_all,
+FreezePlan plan_freeze(ModelWeights& weights, const ModelConfig& config, const TrainMode& mode, bool decay_all,
                        const ExpertSelection* only_experts = nullptr);
 
 }  // namespace emo

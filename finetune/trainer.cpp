@@ -114,7 +114,7 @@ class Run {
 
   void setup() {
     if (in_.comm) rank_ = in_.comm->rank(), world_ = in_.comm->world();
-    freeze_ = plan_freeze(model_.weights(), config_, o_.mode, o_.decay_all, o_.train_experts ? &*o_.train_experts : nullptr);
+    freeze_ = plan_freeze(model_.weights(), config_, *o_.mode, o_.decay_all, o_.train_experts ? &*o_.train_experts : nullptr);
     const bool zero = o_.zero1 && world_ > 1;
     layout_ = std::make_unique<FlatLayout>(freeze_.slices, zero ? world_ : 1);
     if (zero) zero_ = std::make_unique<ZeroSync>(*in_.comm, freeze_.slices, device_);
@@ -139,7 +139,7 @@ class Run {
       if (ec) fail(o_.out.string(), "", "cannot create: ", ec.message());
       remove_stale_temporaries(o_.out / ".final");
       log_info("training ", human_count(double(freeze_.trainable)), " of ", human_count(double(freeze_.total)),
-               " parameters (--train ", train_mode_name(o_.mode), "), ", plan_.total, " steps of ", o_.batch_size,
+               " parameters (--train ", o_.mode->name, "), ", plan_.total, " steps of ", o_.batch_size,
                " sequences (", plan_.per_epoch, " per epoch), ", world_, world_ > 1 ? " processes" : " process",
                world_ > 1 ? (zero ? " with ZeRO-1" : " (data parallel)") : "");
     }
@@ -567,7 +567,7 @@ class Run {
     p.write(tmp);
     write_file_atomic(tmp / kModelCardFile,
                       model_card(in_.title, config_, p,
-                                 "A model trained by `emo " + in_.command + "` (--train " + std::string(train_mode_name(o_.mode)) +
+                                 "A model trained by `emo " + in_.command + "` (--train " + std::string(o_.mode->name) +
                                      "). The training log is metrics.jsonl; checkpoints/ holds the training state."));
     write_file_atomic(tmp / "train_summary.json", summary.dump(2) + "\n");
     fs::remove(o_.out / kConfigFile, ec);  // OUT stops looking complete while its files change

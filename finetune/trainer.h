@@ -34,7 +34,7 @@ namespace emo {
 
 struct TrainOptions {
   // what and how much
-  TrainMode mode = TrainMode::All;
+  const TrainMode* mode = &train_modes().front();  // "all"
   std::optional<ExpertSelection> train_experts;  // ESFT: only these routed experts train
   int64_t batch_size = 32;   // global: sequences per optimizer step (over all ranks)
   int64_t micro_batch = 0;   // sequences per forward on one rank (0: the rank's whole share)

@@ -35,27 +35,49 @@ TensorDiff compare(const TensorView& a, const TensorView& b) {
 
 }  // namespace
 
+namespace {
+
+Part part_in(const Checkpoint& ck, const CanonicalTensor& t) {
+  return part_of(t, t.layer >= 0 ? ck.config().layers()[size_t(t.layer)] : LayerSpec{});
+}
+
+}  // namespace
+
 DiffReport diff_checkpoints(const Checkpoint& a, const Checkpoint& b) {
   DiffReport r;
   std::set<std::string> names_b;
   for (const auto& t : b.tensors()) names_b.insert(t.name);
   std::set<std::string> names_a;
+  auto count = [&](Part part, bool changed) {
+    auto& c = r.parts[part];
+    ++c.tensors;
+    if (changed) ++c.changed;
+  };
   for (const auto& t : a.tensors()) {
     names_a.insert(t.name);
     if (!names_b.count(t.name)) {
       r.tensors.push_back({t.name, "only_in_a"});
       ++r.only_a;
+      count(part_in(a, t), true);
       continue;
     }
     TensorDiff d = compare(a.view(t), b.view(t.name));
     if (d.status == "identical") ++r.identical;
     else if (d.status == "different") ++r.different;
     else ++r.incompatible;
+    count(part_in(a, t), d.status != "identical");
     r.tensors.push_back(d);
   }
   for (const auto& t : b.tensors())
-    if (!names_a.count(t.name)) r.tensors.push_back({t.name, "only_in_b"}), ++r.only_b;
+    if (!names_a.count(t.name)) r.tensors.push_back({t.name, "only_in_b"}), ++r.only_b, count(part_in(b, t), true);
   return r;
+}
+
+PartSet DiffReport::changed_parts() const {
+  PartSet s;
+  for (const auto& [part, c] : parts)
+    if (c.changed) s.add(part);
+  return s;
 }
 
 Json DiffReport::to_json(bool list_identical) const {
@@ -66,8 +88,11 @@ Json DiffReport::to_json(bool list_identical) const {
     if (t.status == "different") e["max_abs_diff"] = t.max_abs, e["relative_change"] = t.relative_change;
     list.push_back(e);
   }
+  Json by_part = Json::object();
+  for (const auto& [part, c] : parts) by_part[part_name(part)] = {{"tensors", c.tensors}, {"changed", c.changed}};
   return {{"identical", all_identical()}, {"tensors_identical", identical}, {"tensors_different", different},
-          {"only_in_a", only_a}, {"only_in_b", only_b}, {"incompatible", incompatible}, {"tensors", list}};
+          {"only_in_a", only_a},          {"only_in_b", only_b},             {"incompatible", incompatible},
+          {"parts", by_part},             {"tensors", list}};
 }
 
 }  // namespace emo

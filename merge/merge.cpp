@@ -5,16 +5,16 @@
 #include <set>
 
 #include "core/checkpoint/content_hash.h"
+#include "core/checkpoint/provenance.h"
+#include "core/checkpoint/summary.h"
+#include "core/io/yaml.h"
+#include "core/util/fs.h"
 #include "core/util/worker.h"
 #include "core/io/sha256.h"
 #include "core/util/error.h"
 #include "surgery/extract.h"
 
 namespace emo {
-
-Json MergeCarry::to_json() const {
-  return {{"routed", routed}, {"router_rows", router_rows}, {"shared", shared}, {"non_moe", non_moe}};
-}
 
 std::vector<ModuleSource> resolve_modules(const Checkpoint& base, const std::string& base_hash,
                                           const std::vector<const Checkpoint*>& modules,
@@ -107,35 +107,35 @@ std::map<std::string, TensorPlan> plan_merge(const Checkpoint& base, const std::
         bool shared = i >= ms.num_routed();
         bool base_shared = ids[size_t(i)] >= base_specs[size_t(l)].num_routed();
         if (shared != base_shared) fail(mdir, cat("emo_module.experts.", l), "module expert ", i, " and base expert ", ids[size_t(i)], " are not both shared or both routed");
-        if (shared ? !o.carry.shared : !o.carry.routed) continue;
+        if (!o.carry.has(shared ? Part::SharedExperts : Part::RoutedExperts)) continue;
         for (Proj p : {Proj::Gate, Proj::Up, Proj::Down}) {
           std::string bname = expert_tensor_name(*bc.family, l, int(ids[size_t(i)]), p);
           std::string mname = expert_tensor_name(*mc.family, l, int(i), p);
           check_same_shape(base.view(bname), m.checkpoint->view(mname), mdir);
           plan[bname].whole.push_back({&m, mname});
         }
-        if (o.carry.router_rows) {
+        if (o.carry.has(Part::Router)) {
           std::string r = router_name(*bc.family, l);
           check_same_shape(base.view(r).slice0(ids[size_t(i)]), m.checkpoint->view(router_name(*mc.family, l)).slice0(i), mdir);
           plan[r].rows[ids[size_t(i)]].push_back({&m, router_name(*mc.family, l), i});
         }
       }
     }
-    // Whole tensors: the non-MoE ones, and (as "shared") Qwen2-MoE's shared expert MLP and
-    // its gate, which a module keeps whole.
+    // Whole tensors: the non-MoE ones, and (as shared experts) Qwen2-MoE's shared expert MLP
+    // and its gate, which a module keeps whole. Experts and router rows went per expert above.
     for (const auto& t : base.tensors()) {
-      const bool shared_mlp = is_shared_mlp_role(t.role);
-      if (shared_mlp ? !o.carry.shared : (is_moe_role(t.role) || !o.carry.non_moe)) continue;
+      if (t.role == Role::Expert || t.role == Role::Router || !o.carry.has(part_of_role(t.role))) continue;
       check_same_shape(base.view(t), m.checkpoint->view(t.name), mdir);
       plan[t.name].whole.push_back({&m, t.name});
     }
   }
   // Overlaps: one piece from several modules needs a rule.
   for (const auto& [name, p] : plan) {
-    bool non_moe = !is_moe_role(base.tensor(name).role);
-    const std::string& rule = non_moe ? o.non_moe_rule : o.overlap;
+    const Part part = part_of_role(base.tensor(name).role);
+    const bool non_moe = PartSet::non_moe().has(part);
+    const Overlap rule = o.rule_for(part);
     auto check = [&](const std::vector<Contribution>& c, const std::string& what) {
-      if (c.size() > 1 && rule == "error")
+      if (c.size() > 1 && rule == Overlap::Error)
         fail(c[1].module->checkpoint->dir().string(), what, "also carried by ", c[0].module->checkpoint->dir().string(),
              non_moe ? " (--non-moe-rule average to average them)" : " (give --overlap average or first)");
     };
@@ -158,12 +158,12 @@ struct Change {
 // Several modules carrying the same piece are averaged (rule "average") or the first
 // listed wins ("first"); "error" never gets here (plan_merge refused it).
 void blend_span(const TensorView& base, const std::vector<TensorView>& mods, uint64_t offset, size_t n,
-                const std::string& rule, const MergeOptions& o, const MergeMode& mode, std::vector<float>& b, std::vector<float>& m,
+                Overlap rule, const MergeOptions& o, const MergeMode& mode, std::vector<float>& b, std::vector<float>& m,
                 std::vector<float>& tmp, std::vector<float>& out, Change& change) {
   b.resize(n), m.resize(n), tmp.resize(n), out.resize(n);
   read_f32(base, offset, n, b.data());
   read_f32(mods[0], offset, n, m.data());
-  if (mods.size() > 1 && rule == "average") {
+  if (mods.size() > 1 && rule == Overlap::Average) {
     for (size_t k = 1; k < mods.size(); ++k) {
       read_f32(mods[k], offset, n, tmp.data());
       for (size_t i = 0; i < n; ++i) m[i] += tmp[i];
@@ -185,9 +185,6 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
                         const fs::path& dir, MergeReport& report, const std::function<void(uint64_t)>& progress) {
   const MergeMode& mode = find_merge_mode(o.mode);
   if (mode.uses_alpha && !(o.alpha >= 0 && o.alpha <= 1)) fail("--alpha", std::to_string(o.alpha), "must be in [0, 1]");
-  for (const auto* rule : {&o.overlap, &o.non_moe_rule})
-    if (*rule != "error" && *rule != "average" && *rule != "first")
-      fail("--overlap", *rule, "expected error, average or first");
   std::map<std::string, TensorPlan> plan = plan_merge(base, modules, o);  // every check before writing
 
   const ModelConfig& bc = base.config();
@@ -199,7 +196,7 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
   std::vector<float> b, m, tmp, out;
   std::vector<uint8_t> bytes;
   uint64_t done = 0;
-  auto emit = [&](const TensorView& bv, const std::vector<TensorView>& mods, const std::string& rule, DType dtype,
+  auto emit = [&](const TensorView& bv, const std::vector<TensorView>& mods, Overlap rule, DType dtype,
                   const ByteSink& sink, Change& change) {
     const uint64_t count = bv.nbytes / dtype_size(bv.dtype), chunk = uint64_t(4) << 20;
     for (uint64_t off = 0; off < count; off += chunk) {
@@ -235,7 +232,7 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
       std::vector<TensorView> mods;
       for (const auto& c : p.whole) mods.push_back(c.module->checkpoint->view(c.name));
       bool expert = t.tensor.role == Role::Expert;
-      emit(bv, mods, expert ? o.overlap : o.non_moe_rule, t.dtype, sink, change);
+      emit(bv, mods, o.rule_for(part_of_role(t.tensor.role)), t.dtype, sink, change);
       if (expert) experts_changed[t.tensor.layer].insert(t.tensor.expert);
     } else {
       for (int64_t r = 0; r < bv.shape[0]; ++r) {
@@ -267,6 +264,85 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
   for (const auto& [name, d] : base_digests_of_changed)
     if (out_digests.at(name).sha256 != d.sha256) ++report.tensors_changed;
   return hash;
+}
+
+namespace {
+
+Json carry_json(const PartSet& carry) {
+  Json parts = Json::array();
+  for (const auto& name : carry.names()) parts.push_back(name);
+  return parts;
+}
+
+void record_merge(Provenance& prov, const MergeRequest& r, const std::vector<Checkpoint>& modules,
+                  const std::vector<std::string>& hashes, const std::vector<ModuleSource>& sources,
+                  const MergeResult& result) {
+  const MergeOptions& o = r.options;
+  Json per_module = Json::array();
+  for (size_t i = 0; i < modules.size(); ++i) {
+    prov.add_parent("module", modules[i].dir(), hashes[i]);
+    per_module.push_back({{"path", r.modules[i].string()}, {"hash", hashes[i]}, {"maps_through", sources[i].relation}});
+  }
+  prov.settings["mode"] = o.mode;
+  prov.settings["alpha"] = o.alpha;
+  prov.settings["carry"] = json_to_yaml(carry_json(o.carry));
+  prov.settings["overlap"] = overlap_name(o.overlap);
+  prov.settings["non_moe_rule"] = overlap_name(o.non_moe_rule);
+  prov.settings["force"] = o.force;
+  prov.extra["modules"] = json_to_yaml(per_module);
+  prov.metrics["relative_change"] = result.report.relative_change;
+  prov.metrics["tensors_changed"] = result.report.tensors_changed;
+  prov.metrics["layers"] = json_to_yaml(result.report.layers);
+}
+
+}  // namespace
+
+Json MergeResult::to_json() const {
+  return {{"out", out.string()},
+          {"content_hash", content_hash},
+          {"base_hash", base_hash},
+          {"changed", report.changed()},
+          {"tensors_changed", report.tensors_changed},
+          {"relative_change", report.relative_change},
+          {"layers", report.layers}};
+}
+
+MergeResult run_merge(const MergeRequest& r, const std::function<void(uint64_t, uint64_t)>& progress) {
+  Checkpoint base = Checkpoint::open(r.base);
+  MergeResult result;
+  result.base_hash = parent_content_hash(base, false);
+  std::vector<Checkpoint> modules;
+  for (const auto& m : r.modules) modules.push_back(Checkpoint::open(m));
+  std::vector<const Checkpoint*> ptrs;
+  std::vector<std::string> hashes;
+  for (const auto& m : modules) ptrs.push_back(&m), hashes.push_back(parent_content_hash(m, false));
+  std::vector<ModuleSource> sources = resolve_modules(base, result.base_hash, ptrs, hashes, r.options);
+  AtomicDir out(r.out, r.overwrite);
+  Provenance prov("merge");
+  prov.argv = r.command_line;
+  const uint64_t total = base.store().total_bytes();
+  result.content_hash = write_merge(base, sources, r.options, out.path(), result.report, [&](uint64_t done) {
+    if (progress) progress(done, total);
+  });
+  prov.output_hash = result.content_hash;
+  if (result.report.verified_base_hash != result.base_hash) {
+    if (!r.options.force)
+      fail(r.base.string(), "content hash", "its provenance says ", result.base_hash, " but its weights hash to ",
+           result.report.verified_base_hash,
+           ": the base changed after it was made (emo verify shows which tensor); --force merges anyway");
+    prov.extra["base_hash_mismatch"] = result.report.verified_base_hash;
+  }
+  copy_extra_files(base, out.path());
+  prov.add_parent("base", base.dir(), result.base_hash);
+  record_merge(prov, r, modules, hashes, sources, result);
+  prov.finished = now_iso8601();
+  prov.write(out.path());
+  write_file_atomic(out / kModelCardFile,
+                    model_card(cat("Merge of ", modules.size(), " module(s) into ", base.dir().filename().string()),
+                               base.config(), prov, "The base model with retrained modules written back by `emo merge`."));
+  out.commit();
+  result.out = out.target();
+  return result;
 }
 
 }  // namespace emo

@@ -14,26 +14,23 @@
 #include <vector>
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/parts.h"
 #include "merge/modes.h"
 
 namespace emo {
 
-struct MergeCarry {
-  bool routed = true;      // the module's routed experts (default)
-  bool router_rows = false;  // the router rows of the carried experts
-  bool shared = false;     // the shared experts: EMO's shared columns (with router_rows, their rows too),
-                           // Qwen2-MoE's shared expert MLP and its gate
-  bool non_moe = false;    // attention, norms, embeddings, lm_head
-  Json to_json() const;
-};
-
 struct MergeOptions {
   std::string mode = "replace";
   double alpha = 0.5;
-  MergeCarry carry;
-  std::string overlap = "error";  // routed experts in several modules: error, average, first
-  std::string non_moe_rule = "average";  // several modules carrying non-MoE tensors: average, error
+  // What the modules bring back (core/checkpoint/parts.h): their routed experts unless
+  // asked otherwise. Router rows are those of the carried experts; shared experts are
+  // EMO's shared columns (with the router, their rows too) or Qwen2-MoE's shared MLP and gate.
+  PartSet carry{Part::RoutedExperts};
+  Overlap overlap = Overlap::Error;         // an expert or router row carried by several modules
+  Overlap non_moe_rule = Overlap::Average;  // a non-MoE tensor carried by several modules
   bool force = false;  // accept modules of another base (recorded)
+  // The rule for a piece of `part` carried by several modules.
+  Overlap rule_for(Part part) const { return PartSet::non_moe().has(part) ? non_moe_rule : overlap; }
 };
 
 struct ModuleSource {
@@ -60,5 +57,29 @@ std::vector<ModuleSource> resolve_modules(const Checkpoint& base, const std::str
 // changed. Throws before writing anything if shapes disagree or modules overlap.
 std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>& modules, const MergeOptions& options,
                         const fs::path& dir, MergeReport& report, const std::function<void(uint64_t)>& progress = {});
+
+// emo merge as one call (mergekit's run_merge(config, out_path, options)): opens the base
+// and the modules, checks everything before writing, and writes OUT atomically: the merged
+// weights in the base's layout, sharding and dtype, its tokenizer files, provenance.yaml
+// (base and module hashes, settings, per-layer changes) and README.md. Throws emo::Error
+// (no partial output) when the modules do not belong to the base, overlap without a rule,
+// or the base's weights no longer match its provenance (unless options.force).
+struct MergeRequest {
+  fs::path base, out;
+  std::vector<fs::path> modules;
+  MergeOptions options;
+  bool overwrite = false;                 // replace OUT if it exists
+  std::vector<std::string> command_line;  // recorded in provenance ({"emo", "merge", ...})
+};
+
+struct MergeResult {
+  fs::path out;
+  std::string content_hash, base_hash;
+  MergeReport report;
+  Json to_json() const;
+};
+
+MergeResult run_merge(const MergeRequest& request,
+                      const std::function<void(uint64_t done, uint64_t total)>& progress = {});
 
 }  // namespace emo

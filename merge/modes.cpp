@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/util/error.h"
+#include "core/util/registry.h"
 
 namespace emo {
 
@@ -33,13 +34,21 @@ const std::vector<MergeMode>& merge_modes() {
   return all;
 }
 
-const MergeMode& find_merge_mode(const std::string& name) {
-  std::string names;
-  for (const auto& m : merge_modes()) {
-    if (m.name == name) return m;
-    names += (names.empty() ? "" : ", ") + m.name;
-  }
-  fail("--mode", name, "unknown merge mode (", names, ")");
+const MergeMode& find_merge_mode(const std::string& name) { return find_entry(merge_modes(), name, "--mode", "merge mode"); }
+
+const std::vector<OverlapRule>& overlap_rules() {
+  static const std::vector<OverlapRule> all = {
+      {Overlap::Error, "error", "refuse to merge (before writing anything)"},
+      {Overlap::Average, "average", "the modules' values averaged, then merged as one"},
+      {Overlap::First, "first", "the module listed first wins"},
+  };
+  return all;
 }
+
+const OverlapRule& find_overlap_rule(const std::string& name, const std::string& flag) {
+  return find_entry(overlap_rules(), name, flag, "rule");
+}
+
+const char* overlap_name(Overlap o) { return overlap_rules()[size_t(o)].name; }
 
 }  // namespace emo

@@ -19,4 +19,16 @@ struct MergeMode {
 const std::vector<MergeMode>& merge_modes();
 const MergeMode& find_merge_mode(const std::string& name);  // emo::Error listing the modes
 
+// What happens when several modules carry the same piece (an expert, a router row, a
+// non-MoE tensor).
+enum class Overlap { Error, Average, First };
+struct OverlapRule {
+  Overlap rule;
+  const char* name;
+  const char* description;
+};
+const std::vector<OverlapRule>& overlap_rules();  // in enum order
+const OverlapRule& find_overlap_rule(const std::string& name, const std::string& flag);  // emo::Error naming flag
+const char* overlap_name(Overlap o);
+
 }  // namespace emo

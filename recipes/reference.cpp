@@ -3,12 +3,19 @@
 namespace emo {
 
 namespace {
+// A help text in one table cell: its lines (a registry's entries, one per line) become
+// HTML line breaks, which Markdown tables allow.
 std::string escape_cell(const std::string& s) {
   std::string out;
-  for (char c : s) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n') out += ' ';
-    else out += c;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '|') {
+      out += "\\|";
+    } else if (s[i] == '\n') {
+      out += "<br>";
+      while (i + 1 < s.size() && s[i + 1] == ' ') ++i;
+    } else {
+      out += s[i];
+    }
   }
   return out;
 }
@@ -26,7 +33,7 @@ std::string recipe_reference_markdown(const StepCatalogue& catalogue) {
     for (const auto& s : t.settings) {
       std::string notes = escape_cell(s.help);
       if (s.required) notes = "**required.** " + notes;
-      if (!s.choices.empty()) {
+      if (!s.choices.empty() && s.help.find('\n') == std::string::npos) {  // a help of lines lists them already
         std::string list;
         for (const auto& c : s.choices) list += (list.empty() ? "" : ", ") + ("`" + c + "`");
         notes += " One of " + list + ".";

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/util/error.h"
+#include "core/util/registry.h"
 
 namespace emo {
 
@@ -18,12 +19,7 @@ const std::vector<ComposeRule>& compose_rules() {
 }
 
 const ComposeRule& find_compose_rule(const std::string& name) {
-  std::string names;
-  for (const auto& r : compose_rules()) {
-    if (r.name == name) return r;
-    names += (names.empty() ? "" : ", ") + r.name;
-  }
-  fail("--compose", name, "unknown rule (", names, ")");
+  return find_entry(compose_rules(), name, "--compose", "rule");
 }
 
 namespace {

@@ -7,6 +7,10 @@
 
 namespace emo {
 
+bool BudgetRequest::given() const {
+  return keep || keep_fraction || !keep_per_layer.empty() || keep_mass || max_bytes || per_layer_auto;
+}
+
 Budget BudgetRequest::resolve(const ModelConfig& c, const BudgetInputs& in, Json* notes) const {
   int given = int(keep.has_value()) + int(keep_fraction.has_value()) + int(!keep_per_layer.empty()) +
               int(keep_mass.has_value()) + int(max_bytes.has_value());
@@ -125,6 +129,28 @@ double routed_share(const ModelConfig& c, int layer, const torch::Tensor& score,
 
 }  // namespace
 
+namespace {
+
+// The selection with every MoE layer listed (a layer it does not restrict keeps all its
+// routed experts), so reports and provenance name each layer's experts.
+ExpertSelection every_layer(ExpertSelection sel, const ModelConfig& c) {
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l)
+    if (!specs[size_t(l)].dense() && !sel.restricts(l)) sel.kept[l] = sel.routed_kept(c, l);
+  return sel;
+}
+
+// What a selection keeps, as a budget (experts per layer, shared ones included).
+Budget kept_budget(const ExpertSelection& sel, const ModelConfig& c) {
+  Budget b;
+  auto specs = c.layers();
+  for (int l = 0; l < int(specs.size()); ++l)
+    b.keep.push_back(specs[size_t(l)].dense() ? 0 : int64_t(sel.routed_kept(c, l).size()) + specs[size_t(l)].num_shared_experts);
+  return b;
+}
+
+}  // namespace
+
 ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, const SelectionSources& src) {
   const SelectionMethod& method = find_selection_method(req.method);
   ModuleChoice out;
@@ -149,8 +175,11 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
   if (scores) budget_in.spread = {scores, composed ? "joint share of " + method.name() : method.name()};
   else if (src.stats) budget_in.spread = {[&](int l) { return src.stats->mean_prob(l); }, "router-prob"};
   budget_in.bytes = src.bytes;
-  Json budget_notes;
-  out.budget = req.budget.resolve(config, budget_in, &budget_notes);
+  Json budget_notes = Json::object();
+  if (method.uses_budget()) out.budget = req.budget.resolve(config, budget_in, &budget_notes);
+  else if (req.budget.given())
+    fail("--method " + method.name(), "--keep", "takes no budget: the module is what --experts lists (",
+         method.description(), ")");
   const bool spread_used = budget_notes.contains("per_layer") ||
                            (budget_notes.contains("max_bytes") && budget_notes["max_bytes"].contains("spread_by"));
   if (composed) {
@@ -171,6 +200,8 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
     out.selection = method.select(in);
   }
   if (req.exclude) out.selection = complement(out.selection, config);
+  out.selection = every_layer(out.selection, config);
+  if (!method.uses_budget()) out.budget = kept_budget(out.selection, config);
   out.selection.validate(config, "selection");
   // Report: kept experts and, when statistics exist, their share of the layer's probability.
   Json layers = Json::object();

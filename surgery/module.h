@@ -33,6 +33,7 @@ struct BudgetRequest {
   // Exactly one of keep, keep_fraction, keep_per_layer, keep_mass, max_bytes; validated.
   // `notes` (when given) gets what the report should say about how the budget was made.
   Budget resolve(const ModelConfig& c, const BudgetInputs& in = {}, Json* notes = nullptr) const;
+  bool given() const;  // any of them set
   Json to_json() const;
 };
 

@@ -1,5 +1,7 @@
-// explicit: the experts listed in an experts file (--experts), checked against the model
-// and the budget.
+// explicit: the experts listed in an experts file (--experts), checked against the model.
+// It takes no budget: the list is the module (choose_module refuses --keep and its kin).
+// Layers the file does not list keep every expert; with --exclude, every expert but the
+// listed ones, in the listed layers only.
 #include "surgery/selection.h"
 
 #include "core/util/error.h"
@@ -13,15 +15,10 @@ class Explicit : public SelectionMethod {
   std::string description() const override { return "the experts listed in --experts FILE"; }
   std::string reference() const override { return "user-provided list"; }
   bool needs_stats() const override { return false; }
+  bool uses_budget() const override { return false; }
   ExpertSelection select(const SelectionInput& in) const override {
     if (!in.listed) fail("--method explicit", "--experts", "needs an experts file");
-    ExpertSelection sel;
-    auto specs = in.config.layers();
-    for (int l = 0; l < int(specs.size()); ++l) {
-      if (specs[size_t(l)].dense()) continue;
-      sel.kept[l] = in.listed->routed_kept(in.config, l);
-    }
-    return sel;
+    return *in.listed;
   }
 };
 }  // namespace

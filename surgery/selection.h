@@ -98,6 +98,9 @@ class SelectionMethod {
   virtual std::string reference() const = 0;
   virtual bool needs_stats() const { return true; }
   virtual bool needs_forward() const { return false; }  // runs its own forward passes
+  // Whether a budget (--keep, --keep-fraction, ...) sizes the module; a method without one
+  // (explicit) is refused a budget, and its module's budget is what it kept.
+  virtual bool uses_budget() const { return true; }
   // Layer `layer`'s expert scores from the statistics alone (any scale; higher is kept
   // first), where the method ranks by such a score: what budgets spread by and tasks
   // compose. Undefined else.
@@ -117,7 +120,8 @@ std::vector<int64_t> ranked_ids(const torch::Tensor& score, const std::set<int64
 // Keeps, in every MoE layer, the routed experts with the highest score (ties: lower id).
 ExpertSelection keep_top_scored(const ModelConfig& c, const Budget& b,
                                 const std::function<torch::Tensor(int layer)>& routed_score);
-// The complement within the routed experts: everything except what `sel` keeps (--exclude).
+// The complement within the routed experts: everything except what `sel` keeps (--exclude),
+// in the layers `sel` restricts.
 ExpertSelection complement(const ExpertSelection& sel, const ModelConfig& c);
 // Layer `s`'s routed experts' scores as float64 with the always-active ones set to 0: what
 // --keep-mass sums (those experts are kept anyway) and reports the share of.

@@ -61,4 +61,63 @@ std::optional<size_t> first_invalid_utf8(std::string_view text) {
   return std::nullopt;
 }
 
+std::string utf8_lossy(std::string bytes) {
+  if (!first_invalid_utf8(bytes)) return bytes;
+  static constexpr char kReplacement[] = "\xEF\xBF\xBD";
+  const auto* s = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t n = bytes.size();
+  std::string out;
+  out.reserve(n + 16);
+  for (size_t i = 0; i < n;) {
+    size_t bad = 0;
+    const size_t length = utf8_sequence(s, n, i, &bad);
+    if (length > 0) {
+      out.append(bytes, i, length);
+      i += length;
+    } else {
+      out += kReplacement;
+      i += bad;
+    }
+  }
+  return out;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+char32_t decode_utf8_at(std::string_view text, size_t i, size_t* length) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const unsigned char lead = s[i];
+  if (lead < 0x80) {
+    *length = 1;
+    return lead;
+  }
+  const size_t width = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+  char32_t cp = lead & (0xFF >> (width + 1));
+  for (size_t k = 1; k < width; ++k) cp = (cp << 6) | (s[i + k] & 0x3F);
+  *length = width;
+  return cp;
+}
+
+size_t utf8_length(std::string_view text) {
+  size_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 }  // namespace emo

@@ -206,7 +206,7 @@ TEST_CASE("freeze modes select tensors by role, shared experts are the last rows
     "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8,
     "num_experts_per_tok": 3, "num_shared_experts": 1, "pad_token_id": 1, "eos_token_id": 2})"), "test");
   ModelWeights w = init_weights(c, 0, {});
-  auto plan = plan_freeze(w, c, TrainMode::Routed, false);
+  auto plan = plan_freeze(w, c, find_train_mode("routed"), false);
   REQUIRE(plan.slices.size() == 4);  // gate_up and down of 2 layers
   for (const auto& s : plan.slices) {
     CHECK(s.role == Role::Expert);
@@ -215,18 +215,18 @@ TEST_CASE("freeze modes select tensors by role, shared experts are the last rows
   }
   CHECK_FALSE(w.embed.requires_grad());
   CHECK(w.layers[0].gate_up.requires_grad());
-  auto shared = plan_freeze(w, c, TrainMode::RoutedShared, false);
+  auto shared = plan_freeze(w, c, find_train_mode("routed_shared"), false);
   for (const auto& s : shared.slices) CHECK(s.whole());
-  auto router = plan_freeze(w, c, TrainMode::RoutedSharedRouter, false);
+  auto router = plan_freeze(w, c, find_train_mode("routed_shared_router"), false);
   CHECK(router.slices.size() == 6);
-  auto non_moe = plan_freeze(w, c, TrainMode::NonMoe, false);
+  auto non_moe = plan_freeze(w, c, find_train_mode("non_moe"), false);
   for (const auto& s : non_moe.slices) CHECK((s.role != Role::Expert && s.role != Role::Router));
   CHECK_FALSE(w.layers[1].router.requires_grad());
-  auto all = plan_freeze(w, c, TrainMode::All, false);
+  auto all = plan_freeze(w, c, find_train_mode("all"), false);
   CHECK(all.trainable == all.total);
   for (const auto& s : all.slices) CHECK(s.decay == !(s.role == Role::Embedding || s.role == Role::AttnNorm ||
                                                       s.role == Role::MlpNorm || s.role == Role::FinalNorm));
-  CHECK_THROWS_WITH(parse_train_mode("experts"), Catch::Contains("routed_shared_router"));
+  CHECK_THROWS_WITH(find_train_mode("experts"), Catch::Contains("routed_shared_router"));
 }
 
 TEST_CASE("freeze modes on Qwen2-MoE: its shared expert and shared_expert_gate count as shared, never as router",
@@ -236,19 +236,19 @@ TEST_CASE("freeze modes on Qwen2-MoE: its shared expert and shared_expert_gate c
     "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2, "mlp_only_layers": [1]})"), "test");
   ModelWeights w = init_weights(c, 0, {});
   // Role names (printable when a check fails), one per trained tensor, sorted.
-  auto roles_of = [&](TrainMode mode) {
+  auto roles_of = [&](const TrainMode& mode) {
     std::multiset<std::string> roles;
     for (const auto& s : plan_freeze(w, c, mode, false).slices) roles.insert(role_name(s.role));
     return roles;
   };
   using Roles = std::multiset<std::string>;
   // One MoE layer (0) and one dense layer (1).
-  CHECK(roles_of(TrainMode::Routed) == Roles{"expert", "expert"});
-  CHECK(roles_of(TrainMode::RoutedShared) ==
+  CHECK(roles_of(find_train_mode("routed")) == Roles{"expert", "expert"});
+  CHECK(roles_of(find_train_mode("routed_shared")) ==
         Roles{"expert", "expert", "shared_expert", "shared_expert", "shared_expert", "shared_expert_gate"});
-  CHECK(roles_of(TrainMode::RoutedSharedRouter).count("router") == 1);
-  CHECK(roles_of(TrainMode::RoutedSharedRouter).count("shared_expert_gate") == 1);
-  auto non_moe = roles_of(TrainMode::NonMoe);
+  CHECK(roles_of(find_train_mode("routed_shared_router")).count("router") == 1);
+  CHECK(roles_of(find_train_mode("routed_shared_router")).count("shared_expert_gate") == 1);
+  auto non_moe = roles_of(find_train_mode("non_moe"));
   for (const char* r : {"expert", "router", "shared_expert", "shared_expert_gate"}) CHECK(non_moe.count(r) == 0);
   CHECK(non_moe.count("dense_mlp") == 3);  // the dense layer's MLP is not MoE
 }

@@ -4,6 +4,7 @@
 
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
+#include "core/checkpoint/provenance.h"
 #include "core/model/tensor_bridge.h"
 #include "merge/diff.h"
 #include "merge/merge.h"
@@ -17,12 +18,11 @@ namespace {
 std::string bytes(const TensorView& v) { return std::string(reinterpret_cast<const char*>(v.data), v.nbytes); }
 
 // A bf16 micro base written as emo init writes it.
-std::string make_base(const fs::path& dir, uint64_t seed = 3) {
+std::string make_base(const fs::path& dir, uint64_t seed = 3, const ModelConfig& c = tiny_config()) {
   fs::create_directories(dir);
   InitOptions o;
   o.seed = seed;
   o.dtype = DType::BF16;
-  ModelConfig c = tiny_config();
   return write_initialised_model(dir, c, o);
 }
 
@@ -49,22 +49,14 @@ void add_noise(torch::Tensor t, uint64_t seed) {
   t.add_(0.05 * at::randn(t.sizes(), gen));
 }
 
+// run_merge, as `emo merge` calls it; the merged content hash.
 std::string merge(const fs::path& base, const std::vector<fs::path>& modules, const MergeOptions& o, const fs::path& out,
                   MergeReport* report_out = nullptr) {
-  Checkpoint b = Checkpoint::open(base);
-  std::string bh = content_hash(b);
-  std::vector<Checkpoint> ms;
-  for (const auto& m : modules) ms.push_back(Checkpoint::open(m));
-  std::vector<const Checkpoint*> ptrs;
-  std::vector<std::string> hashes;
-  for (const auto& m : ms) ptrs.push_back(&m), hashes.push_back(content_hash(m));
-  auto sources = resolve_modules(b, bh, ptrs, hashes, o);
-  fs::create_directories(out);
-  MergeReport r;
-  std::string h = write_merge(b, sources, o, out, r);
-  CHECK(r.verified_base_hash == bh);
-  if (report_out) *report_out = r;
-  return h;
+  MergeResult r = run_merge({base, out, modules, o, false, {}});
+  CHECK(r.report.verified_base_hash == r.base_hash);
+  CHECK(r.base_hash == content_hash(Checkpoint::open(base)));
+  if (report_out) *report_out = r.report;
+  return r.content_hash;
 }
 
 ExpertSelection sel_a() {
@@ -86,7 +78,7 @@ TEST_CASE("merging an unchanged module gives the base back, byte for byte, and s
   extract_to(tmp / "base", h, sel_a(), tmp / "m");
   MergeReport r;
   MergeOptions o;
-  o.carry.shared = o.carry.router_rows = o.carry.non_moe = true;
+  o.carry = PartSet::every();
   CHECK(merge(tmp / "base", {tmp / "m"}, o, tmp / "out", &r) == h);
   CHECK_FALSE(r.changed());
   CHECK(r.relative_change == 0.0);
@@ -182,13 +174,20 @@ TEST_CASE("carry flags carry router rows, shared experts and non-MoE tensors onl
   CHECK(same(tmp / "plain", shared0));
   CHECK(same(tmp / "plain", q0));
   CHECK_FALSE(same(tmp / "plain", "model.layers.0.mlp.experts.3.gate_proj.weight"));
+  // emo diff names the parts that changed.
+  CHECK(diff_checkpoints(base, Checkpoint::open(tmp / "plain")).changed_parts() == PartSet{Part::RoutedExperts});
   MergeOptions all;
-  all.carry.router_rows = all.carry.shared = all.carry.non_moe = true;
+  all.carry = PartSet::every();
   merge(tmp / "base", {tmp / "m2"}, all, tmp / "all");
   CHECK_FALSE(same(tmp / "all", router0));
   CHECK_FALSE(same(tmp / "all", shared0));
   CHECK_FALSE(same(tmp / "all", q0));
   CHECK_FALSE(same(tmp / "all", emb));
+  DiffReport d = diff_checkpoints(base, Checkpoint::open(tmp / "all"));
+  CHECK(d.changed_parts().str() == "routed_experts, shared_experts, router, attention, embeddings");
+  CHECK(d.parts.at(Part::Norms).changed == 0);
+  CHECK(d.parts.at(Part::Router).changed == 2);
+  CHECK(d.to_json(false)["parts"]["router"]["tensors"] == 2);
   // Router rows of experts the module does not hold stay the base's.
   Checkpoint out = Checkpoint::open(tmp / "all");
   CHECK(bytes(base.view(router0).slice0(1)) == bytes(out.view(router0).slice0(1)));
@@ -223,10 +222,58 @@ TEST_CASE("merge refusals: another base, other shapes, overlaps", "[merge][bad-i
   extract_to(tmp / "base", h, overlapping, tmp / "o");
   CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "a", tmp / "o"}, {}, tmp / "x3"), Catch::Contains("also carried by"));
   MergeOptions first;
-  first.overlap = "first";
+  first.overlap = Overlap::First;
   CHECK_NOTHROW(merge(tmp / "base", {tmp / "a", tmp / "o"}, first, tmp / "x4"));
   // A module whose config lost its lineage.
   fs::create_directories(tmp / "plain");
   save_checkpoint(tiny_config(), random_weights(tiny_config(), 1), tmp / "plain");
   CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "plain"}, {}, tmp / "x5"), Catch::Contains("not a module made by emo extract"));
+}
+
+TEST_CASE("a Qwen2-MoE shared expert carried by two modules follows --overlap, not --non-moe-rule", "[merge][families]") {
+  ModelConfig c = ModelConfig::from_json(Json::parse(R"({"model_type": "qwen2_moe", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 24, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 20, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2})"), "test");
+  TempDir tmp;
+  std::string h = make_base(tmp / "base", 3, c);
+  extract_to(tmp / "base", h, sel_a(), tmp / "a");
+  extract_to(tmp / "base", h, sel_b(), tmp / "b");
+  retrain(tmp / "a", tmp / "a2", [](ModelWeights& w, const ModelConfig&) { add_noise(w.layers[0].shared_up, 1); });
+  retrain(tmp / "b", tmp / "b2", [](ModelWeights& w, const ModelConfig&) { add_noise(w.layers[0].shared_up, 2); });
+  const std::string shared_up = "model.layers.0.mlp.shared_expert.up_proj.weight";
+  MergeOptions o;
+  o.carry = {Part::RoutedExperts, Part::SharedExperts};
+  CHECK_THROWS_WITH(merge(tmp / "base", {tmp / "a2", tmp / "b2"}, o, tmp / "refused"),
+                    Catch::Contains("mlp.shared_expert.") && Catch::Contains("--overlap"));
+  o.overlap = Overlap::First;  // the non-MoE rule stays "average": a shared expert is not non-MoE
+  merge(tmp / "base", {tmp / "a2", tmp / "b2"}, o, tmp / "first");
+  CHECK(bytes(Checkpoint::open(tmp / "first").view(shared_up)) == bytes(Checkpoint::open(tmp / "a2").view(shared_up)));
+  CHECK(bytes(Checkpoint::open(tmp / "first").view(shared_up)) != bytes(Checkpoint::open(tmp / "b2").view(shared_up)));
+}
+
+TEST_CASE("run_merge writes provenance naming the carried parts and rules, and leaves nothing when it refuses",
+          "[merge][bad-input]") {
+  TempDir tmp;
+  std::string h = make_base(tmp / "base");
+  extract_to(tmp / "base", h, sel_a(), tmp / "a");
+  MergeOptions o;
+  o.carry = {Part::RoutedExperts, Part::Router};
+  MergeResult r = run_merge({tmp / "base", tmp / "out", {tmp / "a"}, o, false, {"emo", "merge", "--router-rows"}});
+  CHECK(r.out == tmp / "out");
+  auto prov = Provenance::load(tmp / "out");
+  REQUIRE(prov);
+  CHECK(prov->settings["carry"].size() == 2);
+  CHECK(prov->settings["carry"][0].as<std::string>() == "routed_experts");
+  CHECK(prov->settings["carry"][1].as<std::string>() == "router");
+  CHECK(prov->settings["overlap"].as<std::string>() == "error");
+  CHECK(prov->output_hash == r.content_hash);
+  CHECK(fs::exists(tmp / "out" / "README.md"));
+  // OUT exists: refused before writing, the old output untouched.
+  CHECK_THROWS(run_merge({tmp / "base", tmp / "out", {tmp / "a"}, o, false, {}}));
+  CHECK(Provenance::load(tmp / "out")->output_hash == r.content_hash);
+  ExpertSelection overlapping;
+  overlapping.kept = {{0, {0, 1, 2}}, {1, {0, 3, 4}}};
+  extract_to(tmp / "base", h, overlapping, tmp / "o");
+  CHECK_THROWS_WITH(run_merge({tmp / "base", tmp / "x", {tmp / "a", tmp / "o"}, o, false, {}}), Catch::Contains("also carried by"));
+  CHECK_FALSE(fs::exists(tmp / "x"));
 }

@@ -69,11 +69,11 @@ void check_every_method(const fs::path& full, const std::string& hash, const Mod
                         const std::vector<BudgetRequest>& budgets, const fs::path& tmp, const torch::Tensor& ids) {
   int n = 0;
   for (const auto& method : selection_methods()) {
-    for (const auto& budget : budgets) {
+    // A method without a budget (explicit) runs once, with none.
+    for (const auto& budget : method->uses_budget() ? budgets : std::vector<BudgetRequest>{{}}) {
       INFO(method->name() << " budget " << budget.to_json().dump());
       ModuleChoice choice = choose_module(c, {method->name(), budget, false, 5}, src);
-      if (method->name() != "explicit")
-        for (const auto& [l, kept] : choice.selection.kept) CHECK(int64_t(kept.size()) + 1 == choice.budget.keep[size_t(l)]);
+      for (const auto& [l, kept] : choice.selection.kept) CHECK(int64_t(kept.size()) + 1 == choice.budget.keep[size_t(l)]);
       check_module(full, hash, choice.selection, tmp / ("m" + std::to_string(n++)), ids);
     }
   }

@@ -272,3 +272,28 @@ TEST_CASE("max-bytes: the largest module that fits, spread by share per byte, ne
   src.bytes = nullptr;
   CHECK_THROWS_WITH(choose(c, 1850), Catch::Contains("needs the parent checkpoint's tensor sizes"));
 }
+
+TEST_CASE("explicit keeps what the file lists, takes no budget, and --exclude acts only on the listed layers",
+          "[surgery][selection][bad-input]") {
+  ModelConfig c = tiny_config();  // 2 MoE layers, 7 routed experts + 1 shared
+  ExpertSelection listed;
+  listed.kept = {{1, {1, 3, 4}}};  // layer 0 not listed
+  SelectionSources src;
+  src.listed = &listed;
+  ModuleRequest req;
+  req.method = "explicit";
+  ModuleChoice kept = choose_module(c, req, src);
+  CHECK(kept.selection.kept.at(0) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6});  // unlisted: every expert
+  CHECK(kept.selection.kept.at(1) == std::vector<int64_t>{1, 3, 4});
+  CHECK(kept.budget.keep == std::vector<int64_t>{8, 4});  // what it kept, the shared expert included
+  CHECK(kept.report["module_top_k"] == c.num_experts_per_tok);
+  req.exclude = true;
+  ModuleChoice excluded = choose_module(c, req, src);
+  CHECK(excluded.selection.kept.at(0) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6});  // untouched, not emptied
+  CHECK(excluded.selection.kept.at(1) == std::vector<int64_t>{0, 2, 5, 6});
+  req.exclude = false;
+  req.budget.keep = 2;
+  CHECK_THROWS_WITH(choose_module(c, req, src), Catch::Contains("takes no budget"));
+  req.budget.keep.reset();
+  CHECK_THROWS_WITH(choose_module(c, req, SelectionSources{}), Catch::Contains("needs an experts file"));
+}
