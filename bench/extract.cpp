@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "bench/bench_util.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
 #include "core/checkpoint/provenance.h"
 #include "core/util/log.h"

@@ -12,6 +12,7 @@
 
 #include "cli/common.h"
 #include "cli/surgery_flags.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/io/jsonl.h"
 #include "core/model/generate.h"
 #include "core/util/error.h"

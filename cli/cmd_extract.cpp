@@ -1,5 +1,6 @@
 // emo extract: a standalone checkpoint of a module (a subset of each layer's experts).
 #include "cli/surgery_flags.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/summary.h"
 #include "core/io/sha256.h"
 #include "core/io/yaml.h"

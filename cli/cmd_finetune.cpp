@@ -282,11 +282,7 @@ void run_finetune(const Opts& o) {
     routing = routing_for(sel, config);
   }
   if (env.rank == 0) log_info("hashing ", o.model);
-  std::string parent_hash;
-  {
-    auto prov = Provenance::load(ck.dir());
-    parent_hash = prov && !prov->output_hash.empty() ? prov->output_hash : content_hash(ck);
-  }
+  std::string parent_hash = parent_content_hash(ck);
   std::string data_hash = hash_file(o.data);
 
   if (env.rank == 0) check_blas_speed_once();

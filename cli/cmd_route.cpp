@@ -1,5 +1,6 @@
 // emo route: routing statistics of a model on task examples, saved for selection.
 #include "cli/surgery_flags.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/util/error.h"
 #include "surgery/extract.h"
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cli/surgery_flags.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "eval/svg_chart.h"

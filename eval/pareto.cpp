@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/content_hash.h"
 #include "core/io/sha256.h"
 #include "core/model/generate.h"
 #include "core/text/tokenizer.h"

@@ -131,10 +131,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   ModelConfig config = pretrain_config(o);
   result.init = o.model.empty() ? initialise(o, config, rank) : fs::path(o.model);
   Checkpoint ck = Checkpoint::open(result.init);
-  {
-    auto prov = Provenance::load(ck.dir());
-    result.parent_hash = prov && !prov->output_hash.empty() ? prov->output_hash : content_hash(ck);
-  }
+  result.parent_hash = parent_content_hash(ck);
 
   // Tokenizer and the packed corpus (document ids kept).
   fs::path tok_path = o.tokenizer.empty() ? result.init / "tokenizer.json" : o.tokenizer;

@@ -152,12 +152,4 @@ std::string write_extract(const Checkpoint& parent, const ExtractPlan& plan, con
   return hash;
 }
 
-std::string parent_content_hash(const Checkpoint& parent, bool recompute) {
-  if (!recompute) {
-    auto prov = Provenance::load(parent.dir());
-    if (prov && !prov->output_hash.empty()) return prov->output_hash;
-  }
-  return content_hash(parent);
-}
-
 }  // namespace emo

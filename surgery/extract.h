@@ -48,8 +48,4 @@ uint64_t weight_file_bytes(const fs::path& dir);
 std::string write_extract(const Checkpoint& parent, const ExtractPlan& plan, const fs::path& dir,
                           const std::function<void(uint64_t)>& progress = {});
 
-// The parent's content hash: its provenance's output hash when it has one (emo verify
-// checks those), else computed from the weights.
-std::string parent_content_hash(const Checkpoint& parent, bool recompute);
-
 }  // namespace emo

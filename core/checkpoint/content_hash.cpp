@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/checkpoint/provenance.h"
+
 namespace emo {
 
 namespace {
@@ -55,6 +57,14 @@ TensorDigests tensor_digests(const Checkpoint& ck, const std::function<void(uint
 
 std::string content_hash(const Checkpoint& ck, const std::function<void(uint64_t, uint64_t)>& progress) {
   return combine_content_hash(ck.config(), tensor_digests(ck, progress));
+}
+
+std::string parent_content_hash(const Checkpoint& ck, bool recompute) {
+  if (!recompute) {
+    auto prov = Provenance::load(ck.dir());
+    if (prov && !prov->output_hash.empty()) return prov->output_hash;
+  }
+  return content_hash(ck);
 }
 
 }  // namespace emo

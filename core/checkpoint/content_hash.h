@@ -25,4 +25,9 @@ std::string combine_content_hash(const ModelConfig& config, const TensorDigests&
 TensorDigests tensor_digests(const Checkpoint& ck, const std::function<void(uint64_t, uint64_t)>& progress = {});
 std::string content_hash(const Checkpoint& ck, const std::function<void(uint64_t, uint64_t)>& progress = {});
 
+// The hash an input checkpoint is recorded under (a parent in provenance, the model of
+// routing statistics): its provenance's output hash when it has one (emo verify checks
+// those), else computed from the weights; `recompute` always computes.
+std::string parent_content_hash(const Checkpoint& ck, bool recompute = false);
+
 }  // namespace emo
