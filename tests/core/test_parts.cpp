@@ -52,7 +52,7 @@ TEST_CASE("every tensor of an EMO and a Qwen2-MoE model belongs to one named par
   CHECK(q["attention"] == 2 * 7);  // q/k/v/o weights and q/k/v biases
 }
 
-TEST_CASE("stacked expert rows split into routed then shared; part sets name their parts", "[parts]") {
+TEST_CASE("stacked expert rows split into routed then shared, and part sets name their parts", "[parts]") {
   LayerSpec spec;
   spec.num_experts = 8, spec.num_shared_experts = 1;
   auto rows = part_rows(Role::Expert, 8, spec);
