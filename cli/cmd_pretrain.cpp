@@ -77,7 +77,10 @@ void add_options(CLI::App* cmd, Opts& o) {
   cmd->add_option("--beta1", o.t.adam.beta1, "AdamW beta1")->group(t);
   cmd->add_option("--beta2", o.t.adam.beta2, "AdamW beta2")->group(t);
   cmd->add_option("--clip", o.t.clip, "Clip the global gradient norm to this (0: off)")->group(t);
-  cmd->add_option("--lb-weight", o.t.lb_weight, "Load-balancing weight (per MoE layer, summed)")->group(t);
+  cmd->add_option("--lb-weight", o.t.lb_weight,
+                  "Load-balancing weight (per MoE layer, summed; default allenai/EMO's 0.1). With --router emo, small "
+                  "models train better with 0.01 (docs/results/emo-tiny64.md)")
+      ->group(t);
   cmd->add_option("--z-loss-weight", o.t.z_weight, "Router z-loss weight (per MoE layer, summed)")->group(t);
   cmd->add_option("--lb-scope", o.lb_scope, "global (counts over the whole batch) or micro")
       ->check(CLI::IsMember({"global", "micro"}))
