@@ -62,7 +62,7 @@ std::vector<std::pair<int64_t, int64_t>> id_runs(std::vector<int64_t> ids) {
 std::vector<std::pair<int64_t, int64_t>> training_rows(const NamedParam& p, const LayerSpec& spec, PartSet parts) {
   std::vector<std::pair<int64_t, int64_t>> rows;
   for (const PartRows& r : part_rows(p.role, p.tensor->size(0), spec)) {
-    if (!parts.has(r.part) || r.end <= r.begin) continue;
+    if (!parts.has(r.part)) continue;
     if (!rows.empty() && rows.back().second == r.begin) rows.back().second = r.end;
     else rows.push_back({r.begin, r.end});
   }

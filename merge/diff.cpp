@@ -35,19 +35,12 @@ TensorDiff compare(const TensorView& a, const TensorView& b) {
 
 }  // namespace
 
-namespace {
-
-Part part_in(const Checkpoint& ck, const CanonicalTensor& t) {
-  return part_of(t, t.layer >= 0 ? ck.config().layers()[size_t(t.layer)] : LayerSpec{});
-}
-
-}  // namespace
-
 DiffReport diff_checkpoints(const Checkpoint& a, const Checkpoint& b) {
   DiffReport r;
   std::set<std::string> names_b;
   for (const auto& t : b.tensors()) names_b.insert(t.name);
   std::set<std::string> names_a;
+  const std::vector<LayerSpec> specs_a = a.config().layers(), specs_b = b.config().layers();
   auto count = [&](Part part, bool changed) {
     auto& c = r.parts[part];
     ++c.tensors;
@@ -58,18 +51,18 @@ DiffReport diff_checkpoints(const Checkpoint& a, const Checkpoint& b) {
     if (!names_b.count(t.name)) {
       r.tensors.push_back({t.name, "only_in_a"});
       ++r.only_a;
-      count(part_in(a, t), true);
+      count(part_of(t, specs_a), true);
       continue;
     }
     TensorDiff d = compare(a.view(t), b.view(t.name));
     if (d.status == "identical") ++r.identical;
     else if (d.status == "different") ++r.different;
     else ++r.incompatible;
-    count(part_in(a, t), d.status != "identical");
+    count(part_of(t, specs_a), d.status != "identical");
     r.tensors.push_back(d);
   }
   for (const auto& t : b.tensors())
-    if (!names_a.count(t.name)) r.tensors.push_back({t.name, "only_in_b"}), ++r.only_b, count(part_in(b, t), true);
+    if (!names_a.count(t.name)) r.tensors.push_back({t.name, "only_in_b"}), ++r.only_b, count(part_of(t, specs_b), true);
   return r;
 }
 

@@ -268,12 +268,6 @@ std::string write_merge(const Checkpoint& base, const std::vector<ModuleSource>&
 
 namespace {
 
-Json carry_json(const PartSet& carry) {
-  Json parts = Json::array();
-  for (const auto& name : carry.names()) parts.push_back(name);
-  return parts;
-}
-
 void record_merge(Provenance& prov, const MergeRequest& r, const std::vector<Checkpoint>& modules,
                   const std::vector<std::string>& hashes, const std::vector<ModuleSource>& sources,
                   const MergeResult& result) {
@@ -285,7 +279,7 @@ void record_merge(Provenance& prov, const MergeRequest& r, const std::vector<Che
   }
   prov.settings["mode"] = o.mode;
   prov.settings["alpha"] = o.alpha;
-  prov.settings["carry"] = json_to_yaml(carry_json(o.carry));
+  prov.settings["carry"] = json_to_yaml(Json(o.carry.names()));
   prov.settings["overlap"] = overlap_name(o.overlap);
   prov.settings["non_moe_rule"] = overlap_name(o.non_moe_rule);
   prov.settings["force"] = o.force;

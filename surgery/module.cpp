@@ -178,8 +178,7 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& req, 
   Json budget_notes = Json::object();
   if (method.uses_budget()) out.budget = req.budget.resolve(config, budget_in, &budget_notes);
   else if (req.budget.given())
-    fail("--method " + method.name(), "--keep", "takes no budget: the module is what --experts lists (",
-         method.description(), ")");
+    fail("--method " + method.name(), "--keep", "takes no budget: its module is ", method.description());
   const bool spread_used = budget_notes.contains("per_layer") ||
                            (budget_notes.contains("max_bytes") && budget_notes["max_bytes"].contains("spread_by"));
   if (composed) {

@@ -62,9 +62,9 @@ Part part_of_role(Role r) {
   return Part::Attention;
 }
 
-Part part_of(const CanonicalTensor& t, const LayerSpec& spec) {
-  if (t.role == Role::Expert) return t.expert < spec.num_routed() ? Part::RoutedExperts : Part::SharedExperts;
-  return part_of_role(t.role);
+Part part_of(const CanonicalTensor& t, const std::vector<LayerSpec>& specs) {
+  if (t.role != Role::Expert) return part_of_role(t.role);
+  return t.expert < specs[size_t(t.layer)].num_routed() ? Part::RoutedExperts : Part::SharedExperts;
 }
 
 std::vector<PartRows> part_rows(Role role, int64_t rows, const LayerSpec& spec) {

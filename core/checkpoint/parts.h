@@ -57,9 +57,9 @@ class PartSet {
   uint16_t bits_ = 0;
 };
 
-// The part of a canonical (per-expert) tensor; `spec` is its layer's (ignored for tensors
-// outside the layers).
-Part part_of(const CanonicalTensor& t, const LayerSpec& spec);
+// The part of a canonical (per-expert) tensor; `specs` are the model's layers
+// (ModelConfig::layers(), computed once by the caller).
+Part part_of(const CanonicalTensor& t, const std::vector<LayerSpec>& specs);
 // The part of a tensor of any role but Role::Expert, whose part depends on the expert.
 Part part_of_role(Role r);
 

@@ -17,8 +17,7 @@ namespace {
 std::map<std::string, int> count_parts(const ModelConfig& c) {
   std::map<std::string, int> counts;
   const auto specs = c.layers();
-  for (const auto& t : canonical_tensors(c))
-    ++counts[part_name(part_of(t, t.layer >= 0 ? specs[size_t(t.layer)] : LayerSpec{}))];
+  for (const auto& t : canonical_tensors(c)) ++counts[part_name(part_of(t, specs))];
   return counts;
 }
 
