@@ -8,6 +8,7 @@
 #include <set>
 
 #include "cli/common.h"
+#include "cli/request_flags.h"
 #include "core/util/error.h"
 
 namespace emo::cli {
@@ -85,15 +86,15 @@ CLI::App* find_subcommand(CLI::App& app, const std::string& command) {
   return at;
 }
 
-SettingSpec::Kind kind_of(const CLI::Option& opt) {
+FieldSpec::Kind kind_of(const CLI::Option& opt) {
   // A flag expects no value (CLI11 2.1's add_flag sets expected(0), its type size stays 1).
-  if (opt.get_expected_max() == 0 || opt.get_type_size() == 0) return SettingSpec::Kind::Bool;
-  if (opt.get_expected_max() > 1) return SettingSpec::Kind::List;
+  if (opt.get_expected_max() == 0 || opt.get_type_size() == 0) return FieldSpec::Kind::Bool;
+  if (opt.get_expected_max() > 1) return FieldSpec::Kind::List;
   std::string type = opt.get_type_name();
   type = type.substr(0, type.find(':'));
-  if (type == "INT" || type == "UINT") return SettingSpec::Kind::Int;
-  if (type == "FLOAT") return SettingSpec::Kind::Float;
-  return SettingSpec::Kind::String;
+  if (type == "INT" || type == "UINT") return FieldSpec::Kind::Int;
+  if (type == "FLOAT") return FieldSpec::Kind::Float;
+  return FieldSpec::Kind::String;
 }
 
 // CLI11 describes an IsMember check in the type name: "TEXT:{a,b,c}".
@@ -113,18 +114,6 @@ std::vector<std::string> choices_of(const CLI::Option& opt) {
   return choices;
 }
 
-// "Writes OUT/config.json, ... and README.md." from a footer whose text runs over lines
-// and ends with an example.
-std::string first_sentence(const std::string& footer) {
-  std::string text = footer.substr(0, footer.find("Example"));
-  for (char& c : text)
-    if (c == '\n') c = ' ';
-  size_t dot = text.find(". ");
-  if (dot != std::string::npos) return text.substr(0, dot + 1);
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  return text;
-}
-
 // The flag's validator (emo's flags have at most one), copied: the app is gone by the time
 // a recipe is checked. Empty when the flag has none.
 std::function<std::string(const std::string&)> value_check(const CLI::Option& opt) {
@@ -139,12 +128,22 @@ std::function<std::string(const std::string&)> value_check(const CLI::Option& op
   }
 }
 
+const RequestStep* request_step(const std::string& command) {
+  for (const auto& r : request_steps())
+    if (r.type.command == command) return &r;
+  return nullptr;
+}
+
 }  // namespace
 
 StepCatalogue step_catalogue() {
   auto app = fresh_app();
   StepCatalogue catalogue;
   for (const auto& sc : kStepCommands) {
+    if (const RequestStep* r = request_step(sc.command)) {
+      catalogue.push_back(r->type);
+      continue;
+    }
     CLI::App* cmd = find_subcommand(*app, sc.command);
     StepTypeSpec t;
     t.command = sc.command;
@@ -155,7 +154,7 @@ StepCatalogue step_catalogue() {
       if (opt->get_lnames().empty()) continue;
       std::string key = opt->get_lnames()[0];
       if (kRunnerFlags.count(key)) continue;
-      SettingSpec s;
+      FieldSpec s;
       s.key = key;
       s.kind = kind_of(*opt);
       s.required = opt->get_required();
@@ -172,6 +171,7 @@ StepCatalogue step_catalogue() {
 }
 
 void run_step_in_process(const StepCall& call) {
+  if (const RequestStep* r = request_step(call.type->command)) return r->run(call);
   std::vector<std::string> line = call.command_line();
   // The command's provenance records the command line it is equivalent to.
   auto& g = globals();

@@ -15,6 +15,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/parts.h"
+#include "core/util/fields.h"
 #include "merge/modes.h"
 
 namespace emo {
@@ -70,7 +71,10 @@ struct MergeRequest {
   MergeOptions options;
   bool overwrite = false;                 // replace OUT if it exists
   std::vector<std::string> command_line;  // recorded in provenance ({"emo", "merge", ...})
+  bool strict = false;                    // the caller fails when the merge changed nothing (after writing OUT)
 };
+// The request's fields: `emo merge`'s flags and a recipe merge step's settings.
+const RequestSpec<MergeRequest>& merge_request_spec();
 
 struct MergeResult {
   fs::path out;

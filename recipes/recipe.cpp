@@ -9,18 +9,7 @@
 
 namespace emo {
 
-const char* setting_kind_name(SettingSpec::Kind kind) {
-  switch (kind) {
-    case SettingSpec::Kind::String: return "string";
-    case SettingSpec::Kind::Int: return "integer";
-    case SettingSpec::Kind::Float: return "number";
-    case SettingSpec::Kind::Bool: return "boolean";
-    case SettingSpec::Kind::List: return "list";
-  }
-  return "?";
-}
-
-const SettingSpec* StepTypeSpec::find(const std::string& key) const {
+const FieldSpec* StepTypeSpec::find(const std::string& key) const {
   for (const auto& s : settings)
     if (s.key == key) return &s;
   return nullptr;
@@ -120,8 +109,8 @@ class Loader {
                             const std::string& field) const;
   void apply_overrides();
   void check_step(RecipeStep& step, const std::string& field);
-  void check_value(RecipeStep& step, const SettingSpec& spec, SettingValue& v, const std::string& field);
-  void check_choice(const SettingSpec& spec, const std::string& item, const SourcePos& p, const std::string& field) const;
+  void check_value(RecipeStep& step, const FieldSpec& spec, SettingValue& v, const std::string& field);
+  void check_choice(const FieldSpec& spec, const std::string& item, const SourcePos& p, const std::string& field) const;
   void check_references(const RecipeStep* step, const std::string& text, const SourcePos& p, const std::string& field,
                         std::vector<std::string>* depends);
   void order_steps();
@@ -336,7 +325,7 @@ void Loader::check_step(RecipeStep& step, const std::string& field) {
     if (v.key == "out")
       error(v.key_pos, f, "the runner chooses each step's output (WORKDIR/", step.id, "); refer to it as ${steps.",
             step.id, ".out}");
-    const SettingSpec* spec = type.find(v.key);
+    const FieldSpec* spec = type.find(v.key);
     if (!spec) error(v.key_pos, f, "`", step.command, "` has no setting \"", v.key, "\" (`emo run --reference` lists them)");
     check_value(step, *spec, v, f);
   }
@@ -345,9 +334,9 @@ void Loader::check_step(RecipeStep& step, const std::string& field) {
       error(step.pos, field + ".with", "`", step.command, "` needs \"", spec.key, "\" (", spec.help, ")");
 }
 
-void Loader::check_value(RecipeStep& step, const SettingSpec& spec, SettingValue& v, const std::string& field) {
-  using K = SettingSpec::Kind;
-  if (v.is_list && spec.kind != K::List) error(v.pos, field, "expected a single ", setting_kind_name(spec.kind), ", got a list");
+void Loader::check_value(RecipeStep& step, const FieldSpec& spec, SettingValue& v, const std::string& field) {
+  using K = FieldSpec::Kind;
+  if (v.is_list && spec.kind != K::List) error(v.pos, field, "expected a single ", field_kind_name(spec.kind), ", got a list");
   static const std::regex int_re(R"([-+]?[0-9]+)");
   static const std::regex float_re(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
   for (auto& item : v.items) {
@@ -372,11 +361,11 @@ void Loader::check_value(RecipeStep& step, const SettingSpec& spec, SettingValue
 }
 
 // A list flag may take "a,b" in one value (CLI11 splits at its delimiter): each part counts.
-void Loader::check_choice(const SettingSpec& spec, const std::string& item, const SourcePos& p,
+void Loader::check_choice(const FieldSpec& spec, const std::string& item, const SourcePos& p,
                           const std::string& field) const {
   size_t start = 0;
   while (start <= item.size()) {
-    size_t comma = spec.kind == SettingSpec::Kind::List ? item.find(',', start) : std::string::npos;
+    size_t comma = spec.kind == FieldSpec::Kind::List ? item.find(',', start) : std::string::npos;
     std::string part = item.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (std::find(spec.choices.begin(), spec.choices.end(), part) == spec.choices.end()) {
       std::string list;
@@ -483,7 +472,7 @@ Recipe load_recipe(const fs::path& file, const StepCatalogue& catalogue, const R
   return Loader(file, catalogue, options).load();
 }
 
-std::pair<std::string, std::string> split_path_name(const SettingSpec& spec, const std::string& value) {
+std::pair<std::string, std::string> split_path_name(const FieldSpec& spec, const std::string& value) {
   const size_t eq = spec.named_path ? value.find('=') : std::string::npos;
   if (eq == std::string::npos) return {"", value};
   return {value.substr(0, eq + 1), value.substr(eq + 1)};

@@ -24,37 +24,25 @@
 #include <string>
 #include <vector>
 
+#include "core/util/fields.h"
 #include "core/util/fs.h"
 
 namespace emo {
 
-// What a step's command accepts, as data: the command's long flags. The CLI builds it
-// from its own flag definitions, so recipes and commands cannot disagree.
-struct SettingSpec {
-  enum class Kind { String, Int, Float, Bool, List };
-  std::string key;  // the flag without "--"
-  Kind kind = Kind::String;
-  bool required = false;
-  bool input_path = false;  // a file or checkpoint the step reads: its hash enters the cache key
-  std::vector<std::string> choices;  // the allowed values, when the flag has a fixed set
-  std::string help;
-  // The flag's own check of a value ("" when fine, else why not), where it has one: a recipe
-  // is refused for what the command would refuse, before any step runs.
-  std::function<std::string(const std::string&)> check;
-  bool named_path = false;  // an input path may carry a task name: NAME=FILE (emo select's tasks)
-};
-const char* setting_kind_name(SettingSpec::Kind kind);
 // A named path's NAME= prefix ("" where the value has none, or the setting takes no names)
 // and the path after it.
-std::pair<std::string, std::string> split_path_name(const SettingSpec& spec, const std::string& value);
+std::pair<std::string, std::string> split_path_name(const FieldSpec& spec, const std::string& value);
 
+// What a step's command accepts, as data: the fields of the command's request
+// (core/util/fields.h), or for a command without one its long flags. The CLI builds it from
+// its own definitions, so recipes and commands cannot disagree.
 struct StepTypeSpec {
   std::string command;   // "extract", "eval suite"
   std::string summary;
   std::string writes;    // what the command writes (its --help footer's first sentence)
   std::string out_file;  // "": the command's --out is the step's directory; else a file in it
-  std::vector<SettingSpec> settings;
-  const SettingSpec* find(const std::string& key) const;
+  std::vector<FieldSpec> settings;
+  const FieldSpec* find(const std::string& key) const;
 };
 using StepCatalogue = std::vector<StepTypeSpec>;
 const StepTypeSpec* find_step_type(const StepCatalogue& catalogue, const std::string& command);

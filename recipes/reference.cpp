@@ -39,7 +39,7 @@ std::string recipe_reference_markdown(const StepCatalogue& catalogue) {
         notes += " One of " + list + ".";
       }
       if (s.input_path) notes += " *(read: its hash enters the cache key)*";
-      md += "| `" + s.key + "` | " + setting_kind_name(s.kind) + " | " + notes + " |\n";
+      md += "| `" + s.key + "` | " + field_kind_name(s.kind) + " | " + notes + " |\n";
     }
     md += "\n";
   }

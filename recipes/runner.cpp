@@ -118,7 +118,7 @@ class Runner {
   std::string hash_of(const fs::path& path);
   static std::string step_of(const Reference& ref) { return ref.name.substr(0, ref.name.rfind('.')); }
   std::string resolve(const std::string& text) const;
-  std::optional<std::string> key_token(const std::string& text, const SettingSpec& spec);
+  std::optional<std::string> key_token(const std::string& text, const FieldSpec& spec);
   std::optional<std::string> cache_key(const RecipeStep& s) { return cache_key(s, version_); }
   std::optional<std::string> cache_key(const RecipeStep& s, const std::string& version);
   StepCall call_for(const RecipeStep& s, const Done& d) const;
@@ -169,7 +169,7 @@ std::string Runner::resolve(const std::string& text) const {
 // What a setting value contributes to the cache key: references become the hashes of
 // what they point at (so moving the workdir or an input keeps the key), and a literal
 // path is hashed too. nullopt when it depends on a step whose output is not known yet.
-std::optional<std::string> Runner::key_token(const std::string& text, const SettingSpec& spec) {
+std::optional<std::string> Runner::key_token(const std::string& text, const FieldSpec& spec) {
   if (find_references(text).empty()) {
     if (!spec.input_path) return text;
     auto [name, path] = split_path_name(spec, text);  // a task's name stays in the key
@@ -195,7 +195,7 @@ std::optional<std::string> Runner::cache_key(const RecipeStep& s, const std::str
   const StepTypeSpec& type = type_of(s);
   Json settings = Json::object();
   for (const auto& v : s.with) {
-    const SettingSpec* spec = type.find(v.key);
+    const FieldSpec* spec = type.find(v.key);
     Json items = Json::array();
     for (const auto& item : v.items) {
       auto t = key_token(item, *spec);
@@ -215,11 +215,11 @@ StepCall Runner::call_for(const RecipeStep& s, const Done& d) const {
   call.type = &type_of(s);
   call.out = d.out;
   for (const auto& v : s.with) {
-    if (v.is_bool && call.type->find(v.key)->kind == SettingSpec::Kind::Bool) {
+    if (v.is_bool && call.type->find(v.key)->kind == FieldSpec::Kind::Bool) {
       if (v.bool_value) call.args.push_back({v.key, {}});
       continue;
     }
-    StepCall::Arg a{v.key, {}};
+    FieldValue a{v.key, {}};
     for (const auto& item : v.items) a.values.push_back(resolve(item));
     call.args.push_back(std::move(a));
   }
@@ -254,9 +254,9 @@ void Runner::finish_provenance(const RecipeStep& s, const StepCall& call, const 
     prov.argv = {"emo"};
     for (const auto& w : call.command_line()) prov.argv.push_back(w);
     for (const auto& a : call.args) {
-      const SettingSpec* spec = type.find(a.key);
+      const FieldSpec* spec = type.find(a.key);
       prov.settings[a.key] = a.values.empty() ? YAML::Node(true)
-                                              : (a.values.size() == 1 && spec->kind != SettingSpec::Kind::List
+                                              : (a.values.size() == 1 && spec->kind != FieldSpec::Kind::List
                                                      ? YAML::Node(a.values[0])
                                                      : YAML::Node(a.values));
       if (!spec->input_path) continue;

@@ -19,11 +19,7 @@ struct StepCall {
   const RecipeStep* step = nullptr;
   const StepTypeSpec* type = nullptr;
   fs::path out;  // what --out gets
-  struct Arg {
-    std::string key;
-    std::vector<std::string> values;  // empty for a flag that is on
-  };
-  std::vector<Arg> args;
+  FieldValues args;  // a flag that is on has no values
   std::vector<std::string> command_line() const;  // {"extract", "--model", "...", ...}
 };
 // Runs one step in this process (the CLI gives the command's own code); throws on failure.

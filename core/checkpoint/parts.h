@@ -49,6 +49,7 @@ class PartSet {
   bool empty() const { return bits_ == 0; }
   PartSet& add(Part p) { bits_ |= uint16_t(1u << unsigned(p)); return *this; }
   PartSet& add(PartSet s) { bits_ |= s.bits_; return *this; }
+  PartSet& remove(PartSet s) { bits_ &= uint16_t(~s.bits_); return *this; }
   bool operator==(const PartSet& o) const { return bits_ == o.bits_; }
   std::vector<std::string> names() const;  // in enum order
   std::string str() const;                 // "routed_experts, router"; "nothing" when empty

@@ -7,6 +7,7 @@
 
 #include "cli_util.h"
 #include "core/io/json.h"
+#include "core/checkpoint/provenance.h"
 #include "core/io/safetensors.h"
 
 using namespace emo;
@@ -89,6 +90,16 @@ TEST_CASE("emo run: a pipeline runs, a second run reuses every step, one setting
   CHECK(states(Json::parse(first.out)) == std::vector<std::string>{"ran", "ran", "ran", "ran"});
   CHECK(fs::exists(tmp / "work/score/ppl.json"));
   CHECK(fs::exists(tmp / "work/run.jsonl"));
+  // The merge step builds emo merge's request from its settings (no command line parsed):
+  // the same model as the command, and provenance recording the equivalent command line.
+  RunResult by_hand = run_emo("merge --base " + base.string() + " --module " + (tmp / "work/tuned").string() +
+                              " --out " + (tmp / "by-hand").string());
+  REQUIRE(by_hand.code == 0);
+  auto step = Provenance::load(tmp / "work/merge");
+  REQUIRE(step);
+  CHECK(step->output_hash == Provenance::load(tmp / "by-hand")->output_hash);
+  CHECK(step->command_line == "emo merge --base=" + base.string() + " --module=" + (tmp / "work/tuned").string() +
+                                  " --out=" + (tmp / "work/merge").string());
 
   RunResult second = run_emo(run);
   REQUIRE(second.code == 0);

@@ -4,7 +4,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace emo;
-  using K = SettingSpec::Kind;
+  using K = FieldSpec::Kind;
   static const StepCatalogue catalogue = [] {
     StepTypeSpec make{"make", "Write a value", "", "", {}};
     make.settings = {{"seed", K::Int, true, false, {}, "the value"},

@@ -2,6 +2,8 @@
 // modules, what each carry flag carries, and the refusals.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "core/checkpoint/content_hash.h"
 #include "core/checkpoint/init.h"
 #include "core/checkpoint/provenance.h"
@@ -276,4 +278,31 @@ TEST_CASE("run_merge writes provenance naming the carried parts and rules, and l
   extract_to(tmp / "base", h, overlapping, tmp / "o");
   CHECK_THROWS_WITH(run_merge({tmp / "base", tmp / "x", {tmp / "a", tmp / "o"}, o, false, {}}), Catch::Contains("also carried by"));
   CHECK_FALSE(fs::exists(tmp / "x"));
+}
+
+TEST_CASE("a merge request from its fields: flags in any order give one request, bad values name their flag",
+          "[merge][bad-input]") {
+  const auto& spec = merge_request_spec();
+  FieldValues given = {{"router-rows", {}}, {"no-routed", {}}, {"base", {"b"}}, {"module", {"m1", "m2"}},
+                       {"overlap", {"first"}}, {"mode", {"average"}}, {"alpha", {"0.25"}}, {"out", {"o"}}};
+  MergeRequest r = build_request(spec, given);
+  CHECK(r.base == "b");
+  CHECK(r.modules == std::vector<fs::path>{"m1", "m2"});
+  CHECK(r.out == "o");
+  CHECK(r.options.carry == PartSet{Part::Router});  // no-routed applies first, whatever the order given
+  CHECK(r.options.overlap == Overlap::First);
+  CHECK(r.options.non_moe_rule == Overlap::Average);  // untouched default
+  CHECK(r.options.mode == "average");
+  CHECK(r.options.alpha == 0.25);
+  CHECK_FALSE(r.overwrite);
+  std::reverse(given.begin(), given.end());
+  CHECK(build_request(spec, given).options.carry == PartSet{Part::Router});
+  CHECK(build_request(spec, {{"non-moe", {}}}).options.carry == PartSet{Part::RoutedExperts}.add(PartSet::non_moe()));
+
+  CHECK_THROWS_WITH(build_request(spec, {{"alpha", {"half"}}}), Catch::Contains("--alpha") && Catch::Contains("half"));
+  CHECK_THROWS_WITH(build_request(spec, {{"overlap", {"sum"}}}), Catch::Contains("--overlap"));
+  CHECK_THROWS_WITH(build_request(spec, {{"carry", {"all"}}}), Catch::Contains("--carry"));
+  // What the caller owns is a flag of the command, not a recipe setting.
+  for (const auto& f : spec.fields)
+    CHECK(f.spec.recipe_setting == (f.spec.key != "out" && f.spec.key != "overwrite" && f.spec.key != "force"));
 }

@@ -21,7 +21,7 @@ using emo::test::TempDir;
 namespace {
 
 StepCatalogue toy_catalogue() {
-  using K = SettingSpec::Kind;
+  using K = FieldSpec::Kind;
   StepTypeSpec make{"make", "Write a value", "Writes value.txt.", "", {}};
   make.settings = {{"seed", K::Int, true, false, {}, "the value"},
                    {"scale", K::Float, false, false, {}, "a factor"},

@@ -1,0 +1,95 @@
+#include "cli/request_flags.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace emo::cli {
+
+namespace {
+
+// CLI11's name for a value's type in --help, as its own typed options print it.
+const char* type_name(FieldSpec::Kind kind) {
+  switch (kind) {
+    case FieldSpec::Kind::Int: return "INT";
+    case FieldSpec::Kind::Float: return "FLOAT";
+    default: return "TEXT";
+  }
+}
+
+// Refuses what the field's kind cannot hold at parse time, as a typed CLI11 option would.
+CLI::Validator kind_check(FieldSpec::Kind kind) {
+  return CLI::Validator(
+      [kind](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        if (kind == FieldSpec::Kind::Int) std::strtoll(text.c_str(), &end, 10);
+        else std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || errno != 0)
+          return "Could not convert: " + text + (kind == FieldSpec::Kind::Int ? " (an integer)" : " (a number)");
+        return "";
+      },
+      "");
+}
+
+}  // namespace
+
+RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
+  for (const auto& spec : specs) {
+    auto slot = std::make_unique<Slot>();
+    slot->spec = spec;
+    const std::string name = "--" + spec.key;
+    CLI::Option* o = nullptr;
+    if (spec.kind == FieldSpec::Kind::Bool) o = cmd->add_flag(name, slot->on, spec.help);
+    else if (spec.kind == FieldSpec::Kind::List) o = cmd->add_option(name, slot->list, spec.help);
+    else o = cmd->add_option(name, slot->text, spec.help)->type_name(type_name(spec.kind));
+    if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec.kind));
+    if (!spec.choices.empty()) o->check(CLI::IsMember(spec.choices));
+    if (spec.check) {
+      auto check = spec.check;
+      o->check(CLI::Validator([check](std::string& text) { return check(text); }, ""));
+    }
+    if (spec.required) o->required();
+    slot->option = o;
+    slots_.push_back(std::move(slot));
+  }
+}
+
+FieldValues RequestFlags::given() const {
+  FieldValues out;
+  for (const auto& s : slots_) {
+    if (s->option->count() == 0) continue;
+    if (s->spec.kind == FieldSpec::Kind::Bool) {
+      if (s->on) out.push_back({s->spec.key, {}});
+    } else if (s->spec.kind == FieldSpec::Kind::List) {
+      out.push_back({s->spec.key, s->list});
+    } else {
+      out.push_back({s->spec.key, {s->text}});
+    }
+  }
+  return out;
+}
+
+std::string first_sentence(const std::string& footer) {
+  std::string text = footer.substr(0, footer.find("Example"));
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  size_t dot = text.find(". ");
+  if (dot != std::string::npos) return text.substr(0, dot + 1);
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+std::vector<RequestStep>& request_steps() {
+  static std::vector<RequestStep> steps;
+  return steps;
+}
+
+RequestStepRegistration::RequestStepRegistration(RequestStep step) { request_steps().push_back(std::move(step)); }
+
+std::vector<std::string> step_command_line(const StepCall& call) {
+  std::vector<std::string> line = {"emo"};
+  for (const auto& w : call.command_line()) line.push_back(w);
+  return line;
+}
+
+}  // namespace emo::cli

@@ -1,0 +1,77 @@
+// A request's fields (core/util/fields.h) as a command's flags, and commands whose recipe
+// steps build that request directly.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/util/fields.h"
+#include "recipes/recipe.h"
+#include "recipes/runner.h"
+
+namespace emo::cli {
+
+// "Writes OUT/config.json, ... and README.md." from a footer whose text runs over lines
+// and ends with an example.
+std::string first_sentence(const std::string& footer);
+
+// One flag per field: typed, required, limited to its choices and checked as the field says.
+// given() is what the user wrote, for build_request.
+class RequestFlags {
+ public:
+  RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs);
+  FieldValues given() const;
+
+ private:
+  struct Slot {
+    FieldSpec spec;
+    std::string text;
+    std::vector<std::string> list;
+    bool on = false;
+    CLI::Option* option = nullptr;
+  };
+  std::vector<std::unique_ptr<Slot>> slots_;
+};
+
+// Adds the command a RequestSpec describes, its flags made from the fields; the caller adds
+// what only the command has (--json) and its callback.
+template <class R>
+CLI::App* add_request_command(CLI::App& app, const RequestSpec<R>& spec, std::shared_ptr<RequestFlags>& flags) {
+  CLI::App* cmd = app.add_subcommand(spec.command, spec.summary);
+  flags = std::make_shared<RequestFlags>(cmd, spec.specs());
+  cmd->footer(spec.footer);
+  return cmd;
+}
+
+// A recipe step type made from a RequestSpec: its settings are the fields a recipe may set.
+template <class R>
+StepTypeSpec request_step_type(const RequestSpec<R>& spec, const std::string& out_file = "") {
+  StepTypeSpec t;
+  t.command = spec.command;
+  t.summary = spec.summary;
+  t.writes = first_sentence(spec.footer);
+  t.out_file = out_file;
+  for (const auto& f : spec.fields)
+    if (f.spec.recipe_setting) t.settings.push_back(f.spec);
+  return t;
+}
+
+// Commands whose recipe steps run their library entry point with a request built from the
+// step's settings (the others parse the step's command line; cli/recipe_steps.cpp).
+struct RequestStep {
+  StepTypeSpec type;
+  StepExecutor run;
+};
+std::vector<RequestStep>& request_steps();
+struct RequestStepRegistration {
+  explicit RequestStepRegistration(RequestStep step);
+};
+
+// What a request step records as its command line: `emo` and the step's settings as flags.
+std::vector<std::string> step_command_line(const StepCall& call);
+
+}  // namespace emo::cli
