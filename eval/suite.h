@@ -26,6 +26,8 @@ struct SuiteMcTask {
   std::string primary_metric = "acc_per_char";
 };
 
+// The data and settings of every task (eval/tasks.h: each task's row says which of these it
+// reads and when it runs).
 struct SuiteTasks {
   std::vector<TextDoc> ppl_docs;  // empty: no perplexity
   PplOptions ppl;
@@ -37,11 +39,12 @@ struct SuiteTasks {
 
 // {"ppl": {domain: {loss, perplexity, bits_per_byte, tokens, bytes, documents}},
 //  "gsm8k": {"bits_per_byte": summary, "generate": summary}, "mc": {name: summary},
-//  "seconds": ...}. The routing restriction applies to every task.
+//  "seconds": ...}: each wanted task of eval_tasks() in turn. The routing restriction
+// applies to every task.
 Json run_suite(Model& model, const Tokenizer& tokenizer, const RoutingControl* routing, const SuiteTasks& tasks);
 
-// Rows: perplexity per domain, GSM8K bits per byte (and accuracy), each MC task's primary
-// metric (percent, with its 95% interval); one column per name.
+// Each task's rows (perplexity per domain, GSM8K bits per byte (and accuracy), each MC
+// task's primary metric in percent with its 95% interval), then seconds; one column per name.
 Table suite_table(const std::vector<std::string>& names, const std::vector<Json>& columns);
 
 }  // namespace emo

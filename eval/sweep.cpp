@@ -9,6 +9,7 @@
 #include "core/model/generate.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "eval/tasks.h"
 
 namespace emo {
 
@@ -128,25 +129,7 @@ SweepResult run_sweep(Model& model, const Tokenizer& tok, const SweepRequest& re
 
 std::vector<SweepMetric> sweep_metrics(const Json& rec) {
   std::vector<SweepMetric> out;
-  if (rec.contains("ppl")) {
-    const Json& ppl = rec["ppl"];
-    for (auto it = ppl.begin(); it != ppl.end(); ++it)
-      if (it.key() != "all")
-        out.push_back({"ppl/" + it.key(), "perplexity " + it.key(), (*it)["perplexity"].get<double>()});
-    if (ppl.contains("all")) out.push_back({"ppl/all", "perplexity all", ppl["all"]["perplexity"].get<double>()});
-  }
-  if (rec.contains("gsm8k")) {
-    const Json& g = rec["gsm8k"];
-    if (g.contains("bits_per_byte"))
-      out.push_back({"gsm8k/bits_per_byte", "gsm8k bits/byte", g["bits_per_byte"]["bits_per_byte"].get<double>()});
-    if (g.contains("generate"))
-      out.push_back({"gsm8k/accuracy", "gsm8k accuracy", g["generate"]["accuracy"]["value"].get<double>()});
-  }
-  if (rec.contains("mc"))
-    for (auto it = rec["mc"].begin(); it != rec["mc"].end(); ++it) {
-      std::string metric = (*it)["primary_metric"].get<std::string>();
-      out.push_back({"mc/" + it.key() + "/" + metric, it.key() + " " + metric, (*it)[metric]["value"].get<double>()});
-    }
+  for (const auto& task : eval_tasks()) task.metrics(rec, out);
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include "eval/report.h"
 #include "eval/suite.h"
 #include "eval/svg_chart.h"
+#include "eval/tasks.h"
 #include "surgery/module.h"
 
 namespace emo {
@@ -74,10 +75,6 @@ SweepResult run_sweep(Model& model, const Tokenizer& tokenizer, const SweepReque
 // per domain ("ppl/<domain>", "all" last), GSM8K bits per byte ("gsm8k/bits_per_byte"),
 // accuracy with --generate ("gsm8k/accuracy"), each MC task's primary metric
 // ("mc/<task>/<metric>").
-struct SweepMetric {
-  std::string key, label;
-  double value = 0;
-};
 std::vector<SweepMetric> sweep_metrics(const Json& suite_record);
 
 // sweep.json's body: "method", "budgets", "random", "seed", "metrics" (key, label),

@@ -8,6 +8,9 @@
 #include "core/checkpoint/experts.h"
 #include "eval/eval_fixtures.h"
 #include "eval/report.h"
+#include "eval/suite.h"
+#include "eval/sweep.h"
+#include "eval/tasks.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -122,4 +125,33 @@ TEST_CASE("emo eval suite: full model, a module by experts file, a checkpoint, c
   RunResult few = run_emo("eval suite --model " + model + " --no-ppl --no-gsm8k --mc " + mc + " --mc-fewshot a b");
   CHECK(few.code != 0);
   CHECK(few.err.find("one few-shot file per --mc file") != std::string::npos);
+}
+
+TEST_CASE("eval tasks are registry rows: the suite table and the sweep metrics are each task's, in order",
+          "[eval][report]") {
+  std::vector<std::string> names;
+  for (const auto& t : eval_tasks()) {
+    names.push_back(t.name);
+    CHECK(std::string(t.description).size() > 10);
+  }
+  CHECK(names == std::vector<std::string>{"ppl", "gsm8k", "mc"});
+  // Two records as run_suite writes them: one with every task, one with perplexity only.
+  // Domains keep the order they were written in, "all" last.
+  Json acc = {{"value", 0.5}, {"ci95", {0.25, 0.75}}};
+  Json full = {{"ppl", {{"math", {{"perplexity", 12.0}}}, {"all", {{"perplexity", 20.0}}}, {"code", {{"perplexity", 30.0}}}}},
+               {"gsm8k", {{"bits_per_byte", {{"bits_per_byte", 2.5}}}, {"generate", {{"accuracy", acc}, {"exact_match", acc}}}}},
+               {"mc", {{"arc", {{"primary_metric", "acc_per_char"}, {"acc_per_char", acc}}}}},
+               {"seconds", 3.0}};
+  Json ppl_only = {{"ppl", {{"math", {{"perplexity", 11.0}}}, {"all", {{"perplexity", 19.0}}}}}, {"seconds", 1.0}};
+  Table t = suite_table({"full", "module"}, {full, ppl_only});
+  std::vector<std::vector<std::string>> want = {
+      {"perplexity math", "12.000", "11.000"}, {"perplexity code", "30.000", "-"},
+      {"perplexity all", "20.000", "19.000"}, {"gsm8k bits/byte", "2.5000", "-"},
+      {"gsm8k accuracy %", "50.0 [25.0, 75.0]", "-"}, {"gsm8k exact match % (paper)", "50.0 [25.0, 75.0]", "-"},
+      {"arc acc_per_char %", "50.0 [25.0, 75.0]", "-"}, {"seconds", "3.0", "1.0"}};
+  CHECK(t.rows == want);
+  std::vector<std::string> keys;
+  for (const auto& m : sweep_metrics(full)) keys.push_back(m.key);
+  CHECK(keys == std::vector<std::string>{"ppl/math", "ppl/code", "ppl/all", "gsm8k/bits_per_byte", "gsm8k/accuracy",
+                                         "mc/arc/acc_per_char"});
 }
