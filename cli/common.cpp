@@ -65,52 +65,12 @@ std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<st
   return out;
 }
 
-std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag) {
-  std::string list;
-  for (char c : text)
-    if (c != '[' && c != ']' && !std::isspace(static_cast<unsigned char>(c))) list.push_back(c);
-  std::vector<int64_t> ids;
-  for (size_t pos = 0; pos <= list.size();) {
-    size_t comma = list.find(',', pos);
-    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    try {
-      size_t used = 0;
-      ids.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      fail(flag, item, "not a token id");
-    }
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return ids;
-}
-
 void print_json(const Json& j) { std::cout << j.dump(2) << std::endl; }
 void print_line(const std::string& s) { std::cout << s << std::endl; }
 
 void prepare_compute() {
   configure_threads(globals().threads);
   check_blas_speed_once();
-}
-
-std::string no_cuda_reason() {
-  if (!at::globalContext().hasCUDA())
-    return "this emo is built against a CPU-only LibTorch (" + compat::torch_version() +
-           "): build it against PyTorch's CUDA LibTorch (scripts/build --torch pypi) to use a GPU";
-  return "LibTorch " + compat::torch_version() + " (built with CUDA) sees no CUDA device: no GPU, or no driver";
-}
-
-LoadOptions load_options_for(const std::string& device) {
-  LoadOptions o;
-  bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
-  if (device != "auto" && device != "cpu" && device != "cuda") fail("--device", device, "expected auto, cpu or cuda");
-  if (cuda && !torch::cuda::is_available()) fail("--device", device, no_cuda_reason());
-  if (cuda) {
-    o.device = torch::Device(torch::kCUDA);
-    o.dtype = torch::kBFloat16;  // GPUs compute in bf16; CPUs in fp32
-  }
-  return o;
 }
 
 void add_model_flags(CLI::App* cmd, std::string& experts, std::string& device) {
@@ -122,24 +82,7 @@ void add_model_flags(CLI::App* cmd, std::string& experts, std::string& device) {
 LoadedModel load_model(const std::string& dir, const std::string& experts_file, const std::string& device,
                        const std::string& tokenizer_path, bool need_tokenizer) {
   prepare_compute();
-  LoadedModel m;
-  m.checkpoint = std::make_unique<Checkpoint>(Checkpoint::open(dir));
-  if (!experts_file.empty()) {
-    m.experts = ExpertSelection::load(experts_file);
-    m.experts.validate(m.checkpoint->config(), experts_file);
-    m.routing = routing_for(m.experts, m.checkpoint->config());
-    m.restricted = true;
-  }
-  if (need_tokenizer) {
-    std::string path = tokenizer_path.empty() ? (fs::path(dir) / "tokenizer.json").string() : tokenizer_path;
-    std::error_code ec;
-    if (!fs::exists(path, ec)) fail(path, "", "no tokenizer (pass --tokenizer PATH)");
-    m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(path));
-  }
-  m.model = std::make_unique<Model>(Model::load(*m.checkpoint, load_options_for(device)));
-  return m;
+  return emo::load_model(dir, experts_file, device, tokenizer_path, need_tokenizer);
 }
-
-const RoutingControl* routing_of(const LoadedModel& m) { return m.restricted ? &m.routing : nullptr; }
 
 }  // namespace emo::cli

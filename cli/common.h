@@ -11,9 +11,11 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/experts.h"
 #include "core/io/json.h"
+#include "core/model/loaded.h"
 #include "core/model/model.h"
 #include "core/text/dataset.h"
 #include "core/text/tokenizer.h"
+#include "core/util/fields.h"
 #include "core/util/fs.h"
 
 namespace emo::cli {
@@ -39,9 +41,6 @@ std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain);
 std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,
                                                             const std::string& flag = "--set");
 
-// "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
-std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);
-
 // Thrown by a command that finished its work but must exit non-zero (diff --exit-code,
 // merge --strict): main returns the code without printing an error.
 struct ExitStatus {
@@ -54,24 +53,9 @@ void print_line(const std::string& s);
 // Applies --threads and checks the BLAS once: call before model work.
 void prepare_compute();
 
-// A model ready for inference: the checkpoint, weights on the device (fp32 on CPU, bf16
-// on GPU), its tokenizer (tokenizer.json in the model directory unless --tokenizer), and
-// the routing restriction of --experts, if given.
-struct LoadedModel {
-  std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-  ExpertSelection experts;
-  RoutingControl routing;
-  bool restricted = false;
-};
+// emo::load_model (core/model/loaded.h) after prepare_compute(): --threads applies first.
 LoadedModel load_model(const std::string& dir, const std::string& experts_file = "", const std::string& device = "auto",
                        const std::string& tokenizer_path = "", bool need_tokenizer = true);
-const RoutingControl* routing_of(const LoadedModel& m);
-// "auto": cuda when LibTorch sees a GPU, else cpu.
-LoadOptions load_options_for(const std::string& device);
-// Why --device cuda cannot be had here: a CPU-only LibTorch, or no GPU the CUDA one sees.
-std::string no_cuda_reason();
 // Adds --experts FILE and --device to a command.
 void add_model_flags(CLI::App* cmd, std::string& experts, std::string& device);
 

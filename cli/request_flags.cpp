@@ -33,6 +33,15 @@ CLI::Validator kind_check(FieldSpec::Kind kind) {
 
 }  // namespace
 
+void apply_field_checks(CLI::Option* o, const FieldSpec& spec) {
+  if (!spec.choices.empty()) o->check(CLI::IsMember(spec.choices));
+  if (spec.check) {
+    auto check = spec.check;
+    o->check(CLI::Validator([check](std::string& text) { return check(text); }, spec.value_name));
+  }
+  if (spec.required) o->required();
+}
+
 RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
   for (const auto& spec : specs) {
     auto slot = std::make_unique<Slot>();
@@ -43,12 +52,7 @@ RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
     else if (spec.kind == FieldSpec::Kind::List) o = cmd->add_option(name, slot->list, spec.help);
     else o = cmd->add_option(name, slot->text, spec.help)->type_name(type_name(spec.kind));
     if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec.kind));
-    if (!spec.choices.empty()) o->check(CLI::IsMember(spec.choices));
-    if (spec.check) {
-      auto check = spec.check;
-      o->check(CLI::Validator([check](std::string& text) { return check(text); }, ""));
-    }
-    if (spec.required) o->required();
+    apply_field_checks(o, spec);
     slot->option = o;
     slots_.push_back(std::move(slot));
   }

@@ -37,6 +37,18 @@ class RequestFlags {
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 
+// The checks a field row asks of its flag: its choices, its own check, required.
+void apply_field_checks(CLI::Option* option, const FieldSpec& spec);
+
+// A flag bound to a variable, described by a field row: for commands that keep their own
+// option structs (emo route, select) while their help comes from the shared rows.
+template <class T>
+CLI::Option* add_field_option(CLI::App* cmd, const FieldSpec& spec, T& value) {
+  CLI::Option* o = cmd->add_option("--" + spec.key, value, spec.help);
+  apply_field_checks(o, spec);
+  return o;
+}
+
 // Adds the command a RequestSpec describes, its flags made from the fields; the caller adds
 // what only the command has (--json) and its callback.
 template <class R>

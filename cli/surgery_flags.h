@@ -3,10 +3,12 @@
 #pragma once
 
 #include "cli/common.h"
+#include "cli/request_flags.h"
 #include "surgery/module.h"
 
 namespace emo::cli {
 
+// Their flags' rows are surgery/request_fields.h's, shared with emo extract's request.
 struct ExampleFlags {
   ExampleSource source;
   std::vector<std::string> tasks;  // with several_tasks: --data as given, NAME=FILE or FILE
@@ -15,6 +17,7 @@ struct ExampleFlags {
   // several_tasks: --data may repeat as NAME=FILE (emo select composes them); the caller
   // puts one plain FILE into source.path.
   void add(CLI::App* cmd, bool several_tasks = false);
+  ExampleRequest request() const { return {source, batch, max_length}; }
 };
 
 // NAME=VALUE as given to --data, --stats and --weight ("" name where there is no '=').
@@ -34,21 +37,12 @@ struct TaskFlags {
 };
 
 struct BudgetFlags {
-  int64_t keep = -1;          // -1: not given (0 is a budget, and an error)
-  double keep_fraction = -1;
-  std::string keep_per_layer;
-  double keep_mass = -1;
-  std::string max_bytes;
-  std::string per_layer = "same";
+  std::shared_ptr<RequestFlags> flags;
   void add(CLI::App* cmd);
   BudgetRequest request() const;
 };
 
 // The examples, tokenized for `m` (truncated to the context with a warning).
-struct RoutedExamples {
-  Examples examples;
-  TokenizedExamples tokens;
-};
 RoutedExamples read_examples(const ExampleFlags& flags, const LoadedModel& m);
 
 // Collects statistics with a progress bar.

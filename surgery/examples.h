@@ -21,6 +21,13 @@ struct ExampleSource {
   size_t skip = 0;             // skip the first N matching examples
 };
 
+// The examples of a request with how they are routed: batch and truncation.
+struct ExampleRequest {
+  ExampleSource source;
+  int64_t batch = 8;       // examples per forward pass
+  int64_t max_length = 0;  // truncate to this many tokens (0: the model's context)
+};
+
 struct Examples {
   std::vector<std::string> texts;
   std::string format;        // what was read: "text" or "gsm8k"

@@ -4,6 +4,7 @@
 
 #include "core/model/generate.h"
 #include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace emo {
 
@@ -88,6 +89,26 @@ RouteStats route_examples(Model& model, const std::string& model_hash, const Exa
   s.settings = settings;
   s.settings["truncated_examples"] = tokens.truncated;
   return s;
+}
+
+RoutedExamples read_routed_examples(const ExampleRequest& request, const Model& model, const Tokenizer& tokenizer) {
+  if (request.source.path.empty()) fail("examples", "--data", "give the task examples with --data FILE");
+  RoutedExamples r;
+  r.examples = load_examples(request.source);
+  const int64_t max_len = request.max_length > 0 ? request.max_length : model.config().max_position_embeddings;
+  r.tokens = tokenize_examples(r.examples, tokenizer, max_len);
+  if (r.tokens.truncated) log_warn(r.tokens.truncated, " example(s) longer than ", max_len, " tokens were truncated");
+  if (r.tokens.ids.empty()) fail(request.source.path, "", "the examples tokenize to nothing");
+  return r;
+}
+
+RouteStats route_example_request(Model& model, const std::string& model_hash, const RoutedExamples& ex,
+                                 const ExampleRequest& request, const CollectOptions& options) {
+  const ExampleSource& src = request.source;
+  Json settings = {{"data", src.path},     {"format", ex.examples.format}, {"text_field", src.text_field},
+                   {"domain", src.domain}, {"shots", src.shots},           {"limit", src.limit},
+                   {"skip", src.skip},     {"max_length", request.max_length}, {"restricted", options.routing != nullptr}};
+  return route_examples(model, model_hash, ex.examples, ex.tokens, options, settings);
 }
 
 namespace {

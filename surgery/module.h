@@ -72,6 +72,18 @@ ModuleChoice choose_module(const ModelConfig& config, const ModuleRequest& reque
 RouteStats route_examples(Model& model, const std::string& model_hash, const Examples& examples,
                           const TokenizedExamples& tokens, const CollectOptions& options, const Json& settings);
 
+// The examples of a request, read and tokenized for `model` (cut to max_length or the
+// model's context: `tokens.truncated` says how many were). emo::Error when there are none.
+struct RoutedExamples {
+  Examples examples;
+  TokenizedExamples tokens;
+};
+RoutedExamples read_routed_examples(const ExampleRequest& request, const Model& model, const Tokenizer& tokenizer);
+// Statistics of the examples, with the request's settings recorded (`restricted`: collected
+// under a routing restriction).
+RouteStats route_example_request(Model& model, const std::string& model_hash, const RoutedExamples& examples,
+                                 const ExampleRequest& request, const CollectOptions& options);
+
 // Refuses statistics made on another model (by its hash) or of another shape.
 void check_stats_model(const RouteStats& stats, const std::string& model_hash, const ModelConfig& config,
                        const std::string& stats_path);

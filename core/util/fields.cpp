@@ -1,7 +1,9 @@
 #include "core/util/fields.h"
 
 #include <cerrno>
+#include <cctype>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "core/util/error.h"
 
@@ -40,6 +42,12 @@ int64_t field_int(const std::string& key, const std::vector<std::string>& values
   return v;
 }
 
+uint64_t field_count(const std::string& key, const std::vector<std::string>& values) {
+  const int64_t v = field_int(key, values);
+  require(v >= 0, "--" + key, "", "expected a non-negative integer, got ", v);
+  return uint64_t(v);
+}
+
 double field_float(const std::string& key, const std::vector<std::string>& values) {
   const std::string& text = field_text(key, values);
   char* end = nullptr;
@@ -47,6 +55,40 @@ double field_float(const std::string& key, const std::vector<std::string>& value
   double v = std::strtod(text.c_str(), &end);
   require(!text.empty() && *end == '\0' && errno == 0, "--" + key, "", "expected a number, got \"", text, "\"");
   return v;
+}
+
+std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag) {
+  std::string list;
+  for (char c : text)
+    if (c != '[' && c != ']' && !std::isspace(static_cast<unsigned char>(c))) list.push_back(c);
+  std::vector<int64_t> ids;
+  for (size_t pos = 0; pos <= list.size();) {
+    size_t comma = list.find(',', pos);
+    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    try {
+      size_t used = 0;
+      ids.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      fail(flag, item, "not a token id");
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+std::function<std::string(const std::string&)> checked_by(std::function<void(const std::string&)> parse) {
+  return [parse](const std::string& text) {
+    try {
+      parse(text);
+      return std::string();
+    } catch (const Error& e) {
+      return cat(e.field(), ": ", e.detail());
+    } catch (const std::exception&) {  // std::stod and friends
+      return cat(text, ": expected a number");
+    }
+  };
 }
 
 }  // namespace emo

@@ -7,7 +7,9 @@
 //   MergeRequest r = build_request(spec, {{"base", {"out/tiny"}}, {"module", {"m1", "m2"}}});
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +28,7 @@ struct FieldSpec {
   // is refused for what the command would refuse, before any step runs.
   std::function<std::string(const std::string&)> check;
   bool named_path = false;  // an input path may carry a task name: NAME=FILE (emo select's tasks)
+  std::string value_name;   // how --help names a checked value ("SIZE"); "" for none
   // False for what the caller owns rather than the request's settings: where the output goes
   // and whether to replace it (a recipe's runner decides those), accepting foreign inputs.
   bool recipe_setting = true;
@@ -35,6 +38,11 @@ struct FieldSpec {
   FieldSpec& reads() { input_path = true; return *this; }
   FieldSpec& one_of(std::vector<std::string> values) { choices = std::move(values); return *this; }
   FieldSpec& caller_owned() { recipe_setting = false; return *this; }
+  FieldSpec& checked(std::function<std::string(const std::string&)> f, std::string name = "") {
+    check = std::move(f);
+    value_name = std::move(name);
+    return *this;
+  }
 };
 inline FieldSpec field(std::string key, FieldSpec::Kind kind, std::string help) {
   FieldSpec f;
@@ -58,6 +66,31 @@ struct Field {
   std::function<void(R& request, const std::vector<std::string>& values)> set;
 };
 
+// A field of a part of R (its examples, its budget) as a field of R: shared groups of
+// fields are written once, for the part.
+template <class R, class S>
+void append_fields(std::vector<Field<R>>& out, const std::vector<Field<S>>& fields, S R::*part) {
+  for (const auto& f : fields)
+    out.push_back({f.spec, [set = f.set, part](R& r, const std::vector<std::string>& v) { set(r.*part, v); }});
+}
+
+// The field row of `key` (emo::Error when there is none: a bug in the caller).
+template <class R>
+const FieldSpec& field_spec(const std::vector<Field<R>>& fields, const std::string& key) {
+  for (const auto& f : fields)
+    if (f.spec.key == key) return f.spec;
+  throw std::logic_error("no field " + key);
+}
+
+// Sets what `given` holds onto `request`; setters run in the order the fields are declared
+// (not as given), so a request does not depend on the order of its flags.
+template <class R>
+void apply_fields(const std::vector<Field<R>>& fields, const FieldValues& given, R& request) {
+  for (const auto& f : fields)
+    for (const auto& v : given)
+      if (v.key == f.spec.key) f.set(request, v.values);
+}
+
 // A capability's request, described: the command that runs it, its one-line summary, the
 // --help footer (what it writes, then an example), its fields in the order --help lists them.
 template <class R>
@@ -75,21 +108,26 @@ struct RequestSpec {
 // emo::Error naming --key when `given` holds a key the request has no field for.
 void check_known_fields(const std::string& command, const std::vector<FieldSpec>& specs, const FieldValues& given);
 
-// The request `given` describes, on R's defaults. Setters run in the order the fields are
-// declared (not as given), so a request does not depend on the order of its flags.
+// The request `given` describes, on R's defaults (apply_fields).
 template <class R>
 R build_request(const RequestSpec<R>& spec, const FieldValues& given) {
   check_known_fields(spec.command, spec.specs(), given);
   R request;
-  for (const auto& f : spec.fields)
-    for (const auto& v : given)
-      if (v.key == f.spec.key) f.set(request, v.values);
+  apply_fields(spec.fields, given, request);
   return request;
 }
 
 // Conversions for setters: emo::Error naming --key and the value when it is not one.
 int64_t field_int(const std::string& key, const std::vector<std::string>& values);
+uint64_t field_count(const std::string& key, const std::vector<std::string>& values);  // >= 0
 double field_float(const std::string& key, const std::vector<std::string>& values);
 const std::string& field_text(const std::string& key, const std::vector<std::string>& values);
+
+// "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
+std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);
+
+// A field check from a parser that throws emo::Error: "" when the value parses, else the
+// error's field and detail (CLI11 and recipes put the flag's name before it).
+std::function<std::string(const std::string&)> checked_by(std::function<void(const std::string&)> parse);
 
 }  // namespace emo

@@ -90,8 +90,9 @@ TEST_CASE("emo run: a pipeline runs, a second run reuses every step, one setting
   CHECK(states(Json::parse(first.out)) == std::vector<std::string>{"ran", "ran", "ran", "ran"});
   CHECK(fs::exists(tmp / "work/score/ppl.json"));
   CHECK(fs::exists(tmp / "work/run.jsonl"));
-  // The merge step builds emo merge's request from its settings (no command line parsed):
-  // the same model as the command, and provenance recording the equivalent command line.
+  // The merge and extract steps build their commands' requests from their settings (no
+  // command line parsed): the same models as the commands, and provenance recording the
+  // equivalent command line.
   RunResult by_hand = run_emo("merge --base " + base.string() + " --module " + (tmp / "work/tuned").string() +
                               " --out " + (tmp / "by-hand").string());
   REQUIRE(by_hand.code == 0);
@@ -100,6 +101,15 @@ TEST_CASE("emo run: a pipeline runs, a second run reuses every step, one setting
   CHECK(step->output_hash == Provenance::load(tmp / "by-hand")->output_hash);
   CHECK(step->command_line == "emo merge --base=" + base.string() + " --module=" + (tmp / "work/tuned").string() +
                                   " --out=" + (tmp / "work/merge").string());
+
+  RunResult module_by_hand = run_emo("extract --model " + base.string() + " --experts " + experts.string() + " --out " +
+                                     (tmp / "module-by-hand").string());
+  REQUIRE(module_by_hand.code == 0);
+  auto module_step = Provenance::load(tmp / "work/module");
+  REQUIRE(module_step);
+  CHECK(module_step->output_hash == Provenance::load(tmp / "module-by-hand")->output_hash);
+  CHECK(module_step->command_line == "emo extract --model=" + base.string() + " --experts=" + experts.string() +
+                                         " --out=" + (tmp / "work/module").string());
 
   RunResult second = run_emo(run);
   REQUIRE(second.code == 0);

@@ -9,6 +9,7 @@
 #include "core/checkpoint/init.h"
 #include "core/text/tokenizer.h"
 #include "core/util/error.h"
+#include "surgery/extract_request.h"
 #include "surgery/route_stats_file.h"
 #include "surgery/surgery_fixtures.h"
 #include "test_util.h"
@@ -342,4 +343,39 @@ TEST_CASE("modules of the shipped pretrained EMO model equal the restricted mode
   src.examples = &ex;
   src.listed = &listed;
   check_every_method(full, hash, c, src, budgets, tmp.path(), batch);
+}
+
+TEST_CASE("an extract request from its fields: example and budget rows are shared, bad values name their flag",
+          "[surgery][extract][bad-input]") {
+  const auto& spec = extract_request_spec();
+  ExtractRequest r = build_request(spec, {{"model", {"m"}}, {"data", {"d.jsonl"}}, {"limit", {"1"}}, {"shots", {"8"}},
+                                          {"keep", {"4"}}, {"per-layer", {"auto"}}, {"max-length", {"64"}},
+                                          {"force", {}}, {"out", {"o"}}});
+  CHECK(r.model == "m");
+  CHECK(r.out == "o");
+  CHECK(r.overwrite);
+  CHECK(r.examples.source.path == "d.jsonl");
+  CHECK(r.examples.source.limit == 1);
+  CHECK(r.examples.source.shots == 8);
+  CHECK(r.examples.max_length == 64);
+  CHECK(r.examples.batch == 8);  // the default
+  CHECK(r.budget.keep == 4);
+  CHECK(r.budget.per_layer_auto);
+  CHECK(r.method_name() == "router-prob");
+  CHECK(build_request(spec, {{"experts", {"e.json"}}}).method_name() == "explicit");
+  CHECK(build_request(spec, {{"max-bytes", {"2MiB"}}}).budget.max_bytes == 2u << 20);
+
+  CHECK_THROWS_WITH(build_request(spec, {{"limit", {"-1"}}}), Catch::Contains("--limit"));
+  CHECK_THROWS_WITH(build_request(spec, {{"max-bytes", {"2 apples"}}}), Catch::Contains("--max-bytes"));
+  CHECK_THROWS_WITH(build_request(spec, {{"keep-per-layer", {"4,x"}}}), Catch::Contains("--keep-per-layer"));
+  // The recipe checks a size before any step runs, as the command does.
+  for (const auto& f : spec.fields)
+    if (f.spec.key == "max-bytes") {
+      CHECK(f.spec.check("8GB").empty());
+      CHECK_FALSE(f.spec.check("8 apples").empty());
+    }
+  std::vector<std::string> caller_owned;
+  for (const auto& f : spec.fields)
+    if (!f.spec.recipe_setting) caller_owned.push_back(f.spec.key);
+  CHECK(caller_owned == std::vector<std::string>{"out", "force"});
 }
