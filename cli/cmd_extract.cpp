@@ -26,31 +26,19 @@ ExtractResult extract_with_progress(const ExtractRequest& r) {
   return result;
 }
 
-// A recipe's extract step: the request from the step's settings, no command line parsed.
-void extract_step(const StepCall& call) {
-  ExtractRequest r = build_request(extract_request_spec(), call.args);
-  r.out = call.out;
-  r.command_line = step_command_line(call);
-  extract_with_progress(r);
+void print_extract(const ExtractRequest&, const ExtractResult& result, bool json) {
+  if (json) print_json(result.to_json());
+  else print_line("wrote " + result.out.string() + " (" + result.content_hash + ")");
+}
+
+void add_extract(CLI::App& app) {
+  add_request_command<ExtractRequest, ExtractResult>(app, extract_request_spec(), extract_with_progress, print_extract);
 }
 
 }  // namespace
 
-void add_extract(CLI::App& app) {
-  std::shared_ptr<RequestFlags> flags;
-  CLI::App* cmd = add_request_command(app, extract_request_spec(), flags);
-  auto json = std::make_shared<bool>(false);
-  cmd->add_flag("--json", *json, "Print the result as JSON");
-  cmd->callback([flags, json] {
-    ExtractRequest r = build_request(extract_request_spec(), flags->given());
-    r.command_line = globals().argv;
-    ExtractResult result = extract_with_progress(r);
-    if (*json) print_json(result.to_json());
-    else print_line("wrote " + result.out.string() + " (" + result.content_hash + ")");
-  });
-}
-
 EMO_REGISTER_COMMAND(90, add_extract);
-static RequestStepRegistration extract_step_registration({request_step_type(extract_request_spec()), extract_step});
+static RequestStepRegistration extract_step_registration(request_step<ExtractRequest>(
+    extract_request_spec(), [](const ExtractRequest& r) { extract_with_progress(r); }));
 
 }  // namespace emo::cli

@@ -24,35 +24,27 @@ MergeResult merge_with_progress(const MergeRequest& r) {
   return result;
 }
 
-// A recipe's merge step: the request from the step's settings, no command line parsed.
-void merge_step(const StepCall& call) {
-  MergeRequest r = build_request(merge_request_spec(), call.args);
-  r.out = call.out;
-  r.command_line = step_command_line(call);
+void print_merge(const MergeRequest& r, const MergeResult& result, bool json) {
+  if (json) print_json(result.to_json());
+  else print_line(cat("wrote ", result.out.string(), " (", result.content_hash, "): ", result.report.tensors_changed,
+                      " tensors changed, relative change ", result.report.relative_change));
+  if (!result.report.changed() && r.strict) throw ExitStatus{3};
+}
+
+// A recipe step has no exit status of its own: --strict fails the step.
+void merge_step(const MergeRequest& r) {
   MergeResult result = merge_with_progress(r);
-  require(result.report.changed() || !r.strict, "step " + call.step->id, "strict",
+  require(result.report.changed() || !r.strict, "merge", "strict",
           "the merge changed nothing: every carried tensor equals the base's");
+}
+
+void add_merge(CLI::App& app) {
+  add_request_command<MergeRequest, MergeResult>(app, merge_request_spec(), merge_with_progress, print_merge);
 }
 
 }  // namespace
 
-void add_merge(CLI::App& app) {
-  std::shared_ptr<RequestFlags> flags;
-  CLI::App* cmd = add_request_command(app, merge_request_spec(), flags);
-  auto json = std::make_shared<bool>(false);
-  cmd->add_flag("--json", *json, "Print the result as JSON");
-  cmd->callback([flags, json] {
-    MergeRequest r = build_request(merge_request_spec(), flags->given());
-    r.command_line = globals().argv;
-    MergeResult result = merge_with_progress(r);
-    if (*json) print_json(result.to_json());
-    else print_line(cat("wrote ", result.out.string(), " (", result.content_hash, "): ", result.report.tensors_changed,
-                        " tensors changed, relative change ", result.report.relative_change));
-    if (!result.report.changed() && r.strict) throw ExitStatus{3};
-  });
-}
-
 EMO_REGISTER_COMMAND(110, add_merge);
-static RequestStepRegistration merge_step_registration({request_step_type(merge_request_spec()), merge_step});
+static RequestStepRegistration merge_step_registration(request_step<MergeRequest>(merge_request_spec(), merge_step));
 
 }  // namespace emo::cli

@@ -1,5 +1,7 @@
 #include "cli/request_flags.h"
 
+#include "cli/common.h"
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -8,24 +10,24 @@ namespace emo::cli {
 namespace {
 
 // CLI11's name for a value's type in --help, as its own typed options print it.
-const char* type_name(FieldSpec::Kind kind) {
-  switch (kind) {
-    case FieldSpec::Kind::Int: return "INT";
+const char* type_name(const FieldSpec& spec) {
+  switch (spec.kind) {
+    case FieldSpec::Kind::Int: return spec.non_negative ? "UINT" : "INT";
     case FieldSpec::Kind::Float: return "FLOAT";
     default: return "TEXT";
   }
 }
 
 // Refuses what the field's kind cannot hold at parse time, as a typed CLI11 option would.
-CLI::Validator kind_check(FieldSpec::Kind kind) {
+CLI::Validator kind_check(const FieldSpec& spec) {
+  const bool integer = spec.kind == FieldSpec::Kind::Int, count = spec.non_negative;
   return CLI::Validator(
-      [kind](std::string& text) -> std::string {
+      [integer, count](std::string& text) -> std::string {
         char* end = nullptr;
         errno = 0;
-        if (kind == FieldSpec::Kind::Int) std::strtoll(text.c_str(), &end, 10);
-        else std::strtod(text.c_str(), &end);
-        if (text.empty() || *end != '\0' || errno != 0)
-          return "Could not convert: " + text + (kind == FieldSpec::Kind::Int ? " (an integer)" : " (a number)");
+        const bool negative = integer ? std::strtoll(text.c_str(), &end, 10) < 0 : (std::strtod(text.c_str(), &end), false);
+        if (text.empty() || *end != '\0' || errno != 0 || (count && negative))
+          return "Could not convert: " + text + (count ? " (a count, >= 0)" : integer ? " (an integer)" : " (a number)");
         return "";
       },
       "");
@@ -50,8 +52,8 @@ RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
     CLI::Option* o = nullptr;
     if (spec.kind == FieldSpec::Kind::Bool) o = cmd->add_flag(name, slot->on, spec.help);
     else if (spec.kind == FieldSpec::Kind::List) o = cmd->add_option(name, slot->list, spec.help);
-    else o = cmd->add_option(name, slot->text, spec.help)->type_name(type_name(spec.kind));
-    if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec.kind));
+    else o = cmd->add_option(name, slot->text, spec.help)->type_name(type_name(spec));
+    if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec));
     apply_field_checks(o, spec);
     slot->option = o;
     slots_.push_back(std::move(slot));
@@ -95,5 +97,7 @@ std::vector<std::string> step_command_line(const StepCall& call) {
   for (const auto& w : call.command_line()) line.push_back(w);
   return line;
 }
+
+const std::vector<std::string>& command_line() { return globals().argv; }
 
 }  // namespace emo::cli

@@ -19,6 +19,11 @@ namespace emo::cli {
 // and ends with an example.
 std::string first_sentence(const std::string& footer);
 
+// What a request step records as its command line: `emo` and the step's settings as flags.
+std::vector<std::string> step_command_line(const StepCall& call);
+// What this process was run as (provenance's command line for a command).
+const std::vector<std::string>& command_line();
+
 // One flag per field: typed, required, limited to its choices and checked as the field says.
 // given() is what the user wrote, for build_request.
 class RequestFlags {
@@ -49,13 +54,22 @@ CLI::Option* add_field_option(CLI::App* cmd, const FieldSpec& spec, T& value) {
   return o;
 }
 
-// Adds the command a RequestSpec describes, its flags made from the fields; the caller adds
-// what only the command has (--json) and its callback.
-template <class R>
-CLI::App* add_request_command(CLI::App& app, const RequestSpec<R>& spec, std::shared_ptr<RequestFlags>& flags) {
+// A command whose work is one entry point: flags (the spec's fields, and --json) -> request
+// -> run(request) -> print(request, result, json). Its recipe step calls the same `run`
+// (request_step below).
+template <class R, class Result>
+CLI::App* add_request_command(CLI::App& app, const RequestSpec<R>& spec, std::function<Result(const R&)> run,
+                              std::function<void(const R&, const Result&, bool json)> print) {
   CLI::App* cmd = app.add_subcommand(spec.command, spec.summary);
-  flags = std::make_shared<RequestFlags>(cmd, spec.specs());
+  auto flags = std::make_shared<RequestFlags>(cmd, spec.specs());
+  auto json = std::make_shared<bool>(false);
+  cmd->add_flag("--json", *json, "Print the result as JSON");
   cmd->footer(spec.footer);
+  cmd->callback([&spec, flags, json, run, print] {
+    R request = build_request(spec, flags->given());
+    request.command_line = command_line();
+    print(request, run(request), *json);
+  });
   return cmd;
 }
 
@@ -83,7 +97,17 @@ struct RequestStepRegistration {
   explicit RequestStepRegistration(RequestStep step);
 };
 
-// What a request step records as its command line: `emo` and the step's settings as flags.
-std::vector<std::string> step_command_line(const StepCall& call);
+
+// A recipe step that builds the request from the step's settings (OUT is the step's
+// directory) and runs it: no argv, no second parser.
+template <class R>
+RequestStep request_step(const RequestSpec<R>& spec, std::function<void(const R&)> run) {
+  return {request_step_type(spec), [&spec, run](const StepCall& call) {
+            R request = build_request(spec, call.args);
+            request.out = call.out;
+            request.command_line = step_command_line(call);
+            run(request);
+          }};
+}
 
 }  // namespace emo::cli

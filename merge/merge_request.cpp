@@ -32,12 +32,11 @@ RequestSpec<MergeRequest> make_spec() {
       "sharding and dtype; its tokenizer files; provenance.yaml (base and module hashes, mode, per-layer changes) and\n"
       "README.md. Example: emo merge --base out/tiny --module out/math-module-ft --out out/tiny-merged";
   s.fields = {
-      {field("base", K::String, "The full model the modules were extracted from").must().reads(),
-       [](MergeRequest& r, const Values& v) { r.base = field_text("base", v); }},
+      member_field(field("base", K::String, "The full model the modules were extracted from").must().reads(),
+                   &MergeRequest::base),
       {field("module", K::List, "A module directory (repeatable: disjoint modules compose)").must().reads(),
        [](MergeRequest& r, const Values& v) { r.modules.assign(v.begin(), v.end()); }},
-      {field("out", K::String, "Output checkpoint directory").must().caller_owned(),
-       [](MergeRequest& r, const Values& v) { r.out = field_text("out", v); }},
+      member_field(field("out", K::String, "Output checkpoint directory").must().caller_owned(), &MergeRequest::out),
       {field("mode", K::String, entries_help("How module tensors combine with the base:", merge_modes()))
            .one_of(entry_names(merge_modes())),
        [](MergeRequest& r, const Values& v) { r.options.mode = field_text("mode", v); }},
@@ -56,10 +55,8 @@ RequestSpec<MergeRequest> make_spec() {
              "(recorded in provenance)")
            .caller_owned(),
        [](MergeRequest& r, const Values&) { r.options.force = true; }},
-      {field("overwrite", K::Bool, "Replace --out if it exists").caller_owned(),
-       [](MergeRequest& r, const Values&) { r.overwrite = true; }},
-      {field("strict", K::Bool, "Exit non-zero when the merge changes nothing"),
-       [](MergeRequest& r, const Values&) { r.strict = true; }},
+      member_field(field("overwrite", K::Bool, "Replace --out if it exists").caller_owned(), &MergeRequest::overwrite),
+      member_field(field("strict", K::Bool, "Exit non-zero when the merge changes nothing"), &MergeRequest::strict),
   };
   return s;
 }

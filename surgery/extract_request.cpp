@@ -134,8 +134,6 @@ ExtractResult run_extract(const ExtractRequest& r, const StageProgress& progress
 namespace {
 
 using K = FieldSpec::Kind;
-using Values = std::vector<std::string>;
-
 RequestSpec<ExtractRequest> make_spec() {
   using R = ExtractRequest;
   RequestSpec<R> s;
@@ -146,34 +144,30 @@ RequestSpec<ExtractRequest> make_spec() {
       "sharding like the parent), the parent's tokenizer files, provenance.yaml and README.md; with --max-bytes the\n"
       "weight files are checked to fit before anything appears. Example:\n"
       "  emo extract --model out/tiny --data data/gsm8k/train.jsonl --limit 1 --shots 8 --keep 4 --out out/math-module";
-  s.fields = {{field("model", K::String, "The full model (or a module: nested modules keep their lineage)").must().reads(),
-               [](R& r, const Values& v) { r.model = field_text("model", v); }}};
+  s.fields = {member_field(
+      field("model", K::String, "The full model (or a module: nested modules keep their lineage)").must().reads(),
+      &R::model)};
   append_fields(s.fields, example_fields(), &R::examples);
-  std::vector<Field<R>> selection = {
-      {field("stats", K::String, "Statistics from `emo route` instead of --data").reads(),
-       [](R& r, const Values& v) { r.stats = field_text("stats", v); }},
-      {field("experts", K::String, "Keep exactly these experts (experts file) instead of selecting").reads(),
-       [](R& r, const Values& v) { r.experts = field_text("experts", v); }},
-      {field("method", K::String, "Selection method (default router-prob; `emo select --method help`)"),
-       [](R& r, const Values& v) { r.method = field_text("method", v); }},
-  };
-  s.fields.insert(s.fields.end(), selection.begin(), selection.end());
+  for (auto f : {member_field(field("stats", K::String, "Statistics from `emo route` instead of --data").reads(), &R::stats),
+                 member_field(field("experts", K::String, "Keep exactly these experts (experts file) instead of selecting")
+                                  .reads(),
+                              &R::experts),
+                 member_field(field("method", K::String, "Selection method (default router-prob; `emo select --method help`)"),
+                              &R::method)})
+    s.fields.push_back(f);
   append_fields(s.fields, budget_fields(), &R::budget);
-  std::vector<Field<R>> rest = {
-      {field("exclude", K::Bool, "Keep every expert except the selected ones"),
-       [](R& r, const Values&) { r.exclude = true; }},
-      {field("seed", K::Int, "Seed of the random method"),
-       [](R& r, const Values& v) { r.seed = field_count("seed", v); }},
-      {field("out", K::String, "Output checkpoint directory").must().caller_owned(),
-       [](R& r, const Values& v) { r.out = field_text("out", v); }},
-      {field("tokenizer", K::String, "tokenizer.json (default: the model's)").reads(),
-       [](R& r, const Values& v) { r.tokenizer = field_text("tokenizer", v); }},
-      {field("device", K::String, "auto, cpu or cuda"), [](R& r, const Values& v) { r.device = field_text("device", v); }},
-      {field("force", K::Bool, "Replace --out if it exists").caller_owned(), [](R& r, const Values&) { r.overwrite = true; }},
-      {field("verify-parent", K::Bool, "Recompute the parent's content hash instead of trusting its provenance"),
-       [](R& r, const Values&) { r.verify_parent = true; }},
-  };
-  s.fields.insert(s.fields.end(), rest.begin(), rest.end());
+  for (auto f : {
+           member_field(field("exclude", K::Bool, "Keep every expert except the selected ones"), &R::exclude),
+           member_field(field("seed", K::Int, "Seed of the random method").count(), &R::seed),
+           member_field(field("out", K::String, "Output checkpoint directory").must().caller_owned(), &R::out),
+           member_field(field("tokenizer", K::String, "tokenizer.json (default: the model's)").reads(), &R::tokenizer),
+           member_field(field("device", K::String, "auto, cpu or cuda"), &R::device),
+           member_field(field("force", K::Bool, "Replace --out if it exists").caller_owned(), &R::overwrite),
+           member_field(field("verify-parent", K::Bool,
+                              "Recompute the parent's content hash instead of trusting its provenance"),
+                        &R::verify_parent),
+       })
+    s.fields.push_back(f);
   return s;
 }
 

@@ -11,6 +11,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,7 @@ struct FieldSpec {
   std::function<std::string(const std::string&)> check;
   bool named_path = false;  // an input path may carry a task name: NAME=FILE (emo select's tasks)
   std::string value_name;   // how --help names a checked value ("SIZE"); "" for none
+  bool non_negative = false;  // an Int that is a count or a seed (--help: UINT)
   // False for what the caller owns rather than the request's settings: where the output goes
   // and whether to replace it (a recipe's runner decides those), accepting foreign inputs.
   bool recipe_setting = true;
@@ -38,6 +40,7 @@ struct FieldSpec {
   FieldSpec& reads() { input_path = true; return *this; }
   FieldSpec& one_of(std::vector<std::string> values) { choices = std::move(values); return *this; }
   FieldSpec& caller_owned() { recipe_setting = false; return *this; }
+  FieldSpec& count() { non_negative = true; return *this; }
   FieldSpec& checked(std::function<std::string(const std::string&)> f, std::string name = "") {
     check = std::move(f);
     value_name = std::move(name);
@@ -65,6 +68,26 @@ struct Field {
   FieldSpec spec;
   std::function<void(R& request, const std::vector<std::string>& values)> set;
 };
+
+// Conversions for setters: emo::Error naming --key and the value when it is not one.
+int64_t field_int(const std::string& key, const std::vector<std::string>& values);
+uint64_t field_count(const std::string& key, const std::vector<std::string>& values);  // >= 0
+double field_float(const std::string& key, const std::vector<std::string>& values);
+const std::string& field_text(const std::string& key, const std::vector<std::string>& values);
+
+// A row that sets one member of R from its value: text or a path, an integer (a count when
+// unsigned), a number, or a switch (a boolean field that is on sets true).
+template <class R, class T>
+Field<R> member_field(FieldSpec spec, T R::*member) {
+  const std::string key = spec.key;
+  return {std::move(spec), [key, member](R& r, const std::vector<std::string>& v) {
+            if constexpr (std::is_same_v<T, bool>) r.*member = true;
+            else if constexpr (std::is_floating_point_v<T>) r.*member = T(field_float(key, v));
+            else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) r.*member = T(field_count(key, v));
+            else if constexpr (std::is_integral_v<T>) r.*member = T(field_int(key, v));
+            else r.*member = T(field_text(key, v));
+          }};
+}
 
 // A field of a part of R (its examples, its budget) as a field of R: shared groups of
 // fields are written once, for the part.
@@ -116,12 +139,6 @@ R build_request(const RequestSpec<R>& spec, const FieldValues& given) {
   apply_fields(spec.fields, given, request);
   return request;
 }
-
-// Conversions for setters: emo::Error naming --key and the value when it is not one.
-int64_t field_int(const std::string& key, const std::vector<std::string>& values);
-uint64_t field_count(const std::string& key, const std::vector<std::string>& values);  // >= 0
-double field_float(const std::string& key, const std::vector<std::string>& values);
-const std::string& field_text(const std::string& key, const std::vector<std::string>& values);
 
 // "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);
