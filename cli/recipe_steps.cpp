@@ -15,8 +15,10 @@ namespace emo::cli {
 
 namespace {
 
-// The commands a step may run, and where their --out points inside the step's
-// directory ("" = the directory itself).
+// The commands a step may run, in the order the reference lists them, and where their --out
+// points inside the step's directory ("" = the directory itself). A command with a typed
+// request (request_steps(): merge, extract, convert) runs it directly; the others through a
+// fresh parser of their command line.
 struct StepCommand {
   const char* command;
   const char* out_file;

@@ -282,3 +282,31 @@ TEST_CASE("a flag of a command is a boolean setting: true passes the bare flag, 
   CHECK(bad.err.find("with.no-gsm8k: expected true or false, got \"1\"") != std::string::npos);
   CHECK(run_emo("run --reference").out.find("| `no-gsm8k` | boolean | Skip GSM8K |") != std::string::npos);
 }
+
+TEST_CASE("emo run: a convert step is emo convert's request, the same checkpoint as the command, bad values refused",
+          "[cli][recipes]") {
+  TempDir tmp;
+  REQUIRE(run_emo("init --preset micro --seed 3 --out " + (tmp / "base").string()).code == 0);
+  const fs::path file = tmp / "r.yaml";
+  auto recipe = [&](const std::string& dtype) {
+    return "name: cv\nsteps:\n  - id: wide\n    command: convert\n    with: {model: \"" + (tmp / "base").string() +
+           "\", dtype: " + dtype + ", layout: fused}\n";
+  };
+  write_file_atomic(file, recipe("fp32"));
+  RunResult run = run_emo("run " + file.string() + " --workdir " + (tmp / "w").string());
+  INFO(run.err);
+  REQUIRE(run.code == 0);
+  REQUIRE(run_emo("convert --model " + (tmp / "base").string() + " --dtype fp32 --layout fused --out " +
+                  (tmp / "by-hand").string()).code == 0);
+  auto step = Provenance::load(tmp / "w/wide");
+  REQUIRE(step);
+  CHECK(step->output_hash == Provenance::load(tmp / "by-hand")->output_hash);
+  CHECK(step->command_line == "emo convert --model=" + (tmp / "base").string() + " --dtype=fp32 --layout=fused --out=" +
+                                  (tmp / "w/wide").string());
+  // The field's own check refuses a dtype before anything runs, naming the step's key.
+  write_file_atomic(file, recipe("fp9"));
+  RunResult bad = run_emo("run " + file.string() + " --workdir " + (tmp / "w2").string());
+  CHECK(bad.code != 0);
+  CHECK(bad.err.find("unknown dtype") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "w2" / "wide"));
+}
