@@ -23,14 +23,11 @@ namespace {
 StepCatalogue toy_catalogue() {
   using K = FieldSpec::Kind;
   StepTypeSpec make{"make", "Write a value", "Writes value.txt.", "", {}};
-  make.settings = {{"seed", K::Int, true, false, {}, "the value"},
-                   {"scale", K::Float, false, false, {}, "a factor"},
-                   {"mode", K::String, false, false, {"a", "b"}, "a or b"},
-                   {"loud", K::Bool, false, false, {}, "a flag"},
-                   {"data", K::String, false, true, {}, "a file it reads"}};
+  make.settings = {field("seed", K::Int, "the value").must(), field("scale", K::Float, "a factor"),
+                   field("mode", K::String, "a or b").one_of({"a", "b"}), field("loud", K::Bool, "a flag"),
+                   field("data", K::String, "a file it reads").reads()};
   StepTypeSpec combine{"combine", "Join outputs", "Writes result.txt.", "result.txt", {}};
-  combine.settings = {{"parts", K::List, true, true, {}, "the outputs to join"},
-                      {"sep", K::String, false, false, {}, "separator"}};
+  combine.settings = {field("parts", K::List, "the outputs to join").must().reads(), field("sep", K::String, "separator")};
   return {make, combine};
 }
 
