@@ -55,16 +55,6 @@ std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
   return kept;
 }
 
-std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets, const std::string& flag) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& s : sets) {
-    auto eq = s.find('=');
-    if (eq == std::string::npos || eq == 0) fail(flag, s, "expected key=value");
-    out.emplace_back(s.substr(0, eq), s.substr(eq + 1));
-  }
-  return out;
-}
-
 void print_json(const Json& j) { std::cout << j.dump(2) << std::endl; }
 void print_line(const std::string& s) { std::cout << s << std::endl; }
 

@@ -37,10 +37,6 @@ fs::path corpus_split_file(const std::string& split);
 // `per_domain` of each domain (0: all).
 std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain);
 
-// "key=value" pairs from repeated --set (or `flag`) flags; emo::Error for a malformed one.
-std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,
-                                                            const std::string& flag = "--set");
-
 // Thrown by a command that finished its work but must exit non-zero (diff --exit-code,
 // merge --strict): main returns the code without printing an error.
 struct ExitStatus {

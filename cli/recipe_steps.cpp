@@ -17,7 +17,7 @@ namespace {
 
 // The commands a step may run, in the order the reference lists them, and where their --out
 // points inside the step's directory ("" = the directory itself). A command with a typed
-// request (request_steps(): merge, extract, convert) runs it directly; the others through a
+// request (request_steps(): init, convert, extract, merge) runs it directly; the others through a
 // fresh parser of their command line.
 struct StepCommand {
   const char* command;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/util/fields.h"
 
 namespace emo {
 
@@ -33,6 +34,28 @@ struct InitOptions {
   double initializer_range = 0.02;
   unsigned threads = 0;  // 0: hardware concurrency
 };
+
+// emo init as one call: the config (a preset, or a config file), --set overrides, the
+// weights, the preset's tokenizer files (from data_root/tokenizers), provenance.yaml and
+// README.md, written into OUT atomically. Settings are kept as given, for provenance.
+struct InitRequest {
+  std::string preset;
+  fs::path config, out;
+  uint64_t seed = 0;
+  std::string dtype;  // "": the preset's (fp32 for a config file)
+  std::vector<std::string> sets;  // key=value
+  std::string layout = "per-expert", shard_size = "5GB";
+  bool overwrite = false;
+  fs::path data_root;  // where tokenizers/ is (the caller's data folder)
+  std::vector<std::string> command_line;
+};
+struct InitResult {
+  fs::path out;
+  std::string content_hash;
+  uint64_t parameters = 0;
+};
+InitResult run_init(const InitRequest& request);
+const RequestSpec<InitRequest>& init_request_spec();
 
 // Fills `n` values of tensor `name` starting at element `offset` with N(0, std) draws.
 void init_normal(uint64_t seed, const std::string& name, uint64_t offset, float std, float* out, size_t n);

@@ -91,4 +91,14 @@ std::function<std::string(const std::string&)> checked_by(std::function<void(con
   };
 }
 
+std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets, const std::string& flag) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) fail(flag, s, "expected key=value");
+    out.emplace_back(s.substr(0, eq), s.substr(eq + 1));
+  }
+  return out;
+}
+
 }  // namespace emo

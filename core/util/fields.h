@@ -140,6 +140,10 @@ R build_request(const RequestSpec<R>& spec, const FieldValues& given) {
   return request;
 }
 
+// "key=value" pairs from repeated --set (or `flag`) flags; emo::Error for a malformed one.
+std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,
+                                                            const std::string& flag = "--set");
+
 // "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);
 
