@@ -1,23 +1,18 @@
 // emo convert: the same model in another expert layout, shard size or float dtype
 // (core/checkpoint/convert.h: run_convert; flags and recipe settings are its fields).
-#include <optional>
-
 #include "cli/common.h"
 #include "cli/request_flags.h"
 #include "core/checkpoint/convert.h"
-#include "core/util/progress.h"
 
 namespace emo::cli {
 
 namespace {
 
 ConvertResult convert_with_progress(const ConvertRequest& r) {
-  std::optional<Progress> bar;
-  ConvertResult result = run_convert(r, [&](uint64_t done, uint64_t total) {
-    if (!bar) bar.emplace("convert", total, "bytes");
-    bar->update(done);
-  });
-  if (bar) bar->finish();
+  StageBars bars;
+  ConvertResult result =
+      run_convert(r, [&](uint64_t done, uint64_t total) { bars.update("convert", done, total, "bytes"); });
+  bars.finish();
   return result;
 }
 

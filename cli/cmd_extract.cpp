@@ -1,11 +1,7 @@
 // emo extract: a standalone checkpoint of a module (surgery/extract_request.h: run_extract;
 // its flags are extract_request_spec()'s fields, as are a recipe extract step's settings).
-#include <map>
-#include <optional>
-
 #include "cli/common.h"
 #include "cli/request_flags.h"
-#include "core/util/progress.h"
 #include "surgery/extract_request.h"
 
 namespace emo::cli {
@@ -15,14 +11,11 @@ namespace {
 // One bar per stage: routing the examples (tokens), then writing the module (bytes).
 ExtractResult extract_with_progress(const ExtractRequest& r) {
   prepare_compute();
-  std::map<std::string, std::optional<Progress>> bars;
+  StageBars bars;
   ExtractResult result = run_extract(r, [&](const std::string& stage, uint64_t done, uint64_t total) {
-    auto& bar = bars[stage];
-    if (!bar) bar.emplace(stage, total, stage == "route" ? "tokens" : "bytes");
-    bar->update(done);
+    bars.update(stage, done, total, stage == "route" ? "tokens" : "bytes");
   });
-  for (auto& [stage, bar] : bars)
-    if (bar) bar->finish();
+  bars.finish();
   return result;
 }
 

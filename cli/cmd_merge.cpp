@@ -1,12 +1,9 @@
 // emo merge: write retrained modules back into the full model (merge/merge.h: run_merge;
 // its flags are merge_request_spec()'s fields, as are a recipe merge step's settings).
-#include <optional>
-
 #include "cli/common.h"
 #include "cli/request_flags.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
-#include "core/util/progress.h"
 #include "merge/merge.h"
 
 namespace emo::cli {
@@ -14,12 +11,9 @@ namespace emo::cli {
 namespace {
 
 MergeResult merge_with_progress(const MergeRequest& r) {
-  std::optional<Progress> bar;
-  MergeResult result = run_merge(r, [&](uint64_t done, uint64_t total) {
-    if (!bar) bar.emplace("merge", total, "bytes");
-    bar->update(done);
-  });
-  if (bar) bar->finish();
+  StageBars bars;
+  MergeResult result = run_merge(r, [&](uint64_t done, uint64_t total) { bars.update("merge", done, total, "bytes"); });
+  bars.finish();
   if (!result.report.changed()) log_warn("the merge changed nothing: every carried tensor equals the base's");
   return result;
 }

@@ -85,6 +85,17 @@ std::string first_sentence(const std::string& footer) {
   return text;
 }
 
+void StageBars::update(const std::string& stage, uint64_t done, uint64_t total, const char* unit) {
+  for (auto& [name, bar] : bars_)
+    if (name == stage) return bar->update(done);
+  bars_.emplace_back(stage, std::make_unique<Progress>(stage, total, unit));
+  bars_.back().second->update(done);
+}
+
+void StageBars::finish() {
+  for (auto& [name, bar] : bars_) bar->finish();
+}
+
 std::vector<RequestStep>& request_steps() {
   static std::vector<RequestStep> steps;
   return steps;

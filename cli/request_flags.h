@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/util/fields.h"
+#include "core/util/progress.h"
 #include "recipes/recipe.h"
 #include "recipes/runner.h"
 
@@ -72,6 +73,17 @@ CLI::App* add_request_command(CLI::App& app, const RequestSpec<R>& spec, std::fu
   });
   return cmd;
 }
+
+// Progress of an entry point that reports (done, total) per stage: one bar per stage, made
+// on its first report (when the total is known), all finished by finish().
+class StageBars {
+ public:
+  void update(const std::string& stage, uint64_t done, uint64_t total, const char* unit);
+  void finish();
+
+ private:
+  std::vector<std::pair<std::string, std::unique_ptr<Progress>>> bars_;
+};
 
 // A recipe step type made from a RequestSpec: its settings are the fields a recipe may set.
 template <class R>
