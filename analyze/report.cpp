@@ -10,7 +10,7 @@
 #include "analyze/analyze.h"
 #include "core/util/error.h"
 #include "eval/report.h"
-#include "eval/svg_chart.h"
+#include "core/io/svg_chart.h"
 
 namespace emo {
 

@@ -44,17 +44,6 @@ fs::path data_root() {
 
 fs::path corpus_split_file(const std::string& split) { return data_root() / "corpus" / (split + ".jsonl.gz"); }
 
-std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain) {
-  if (corpus.empty()) corpus = corpus_split_file("valid").string();
-  TextDocs docs = load_text_docs(corpus);
-  std::vector<TextDoc> kept;
-  std::map<std::string, size_t> seen;
-  for (auto& d : docs.docs)
-    if (!per_domain || seen[d.domain]++ < per_domain) kept.push_back(std::move(d));
-  if (kept.empty()) fail(corpus, "", "no documents");
-  return kept;
-}
-
 void print_json(const Json& j) { std::cout << j.dump(2) << std::endl; }
 void print_line(const std::string& s) { std::cout << s << std::endl; }
 

@@ -33,9 +33,6 @@ Globals& globals();
 fs::path data_root();
 // The shipped corpus split "train" or "valid": data_root()/corpus/SPLIT.jsonl.gz.
 fs::path corpus_split_file(const std::string& split);
-// Perplexity documents of `corpus` (default: the shipped valid split), at most
-// `per_domain` of each domain (0: all).
-std::vector<TextDoc> ppl_docs_for(std::string corpus, size_t per_domain);
 
 // Thrown by a command that finished its work but must exit non-zero (diff --exit-code,
 // merge --strict): main returns the code without printing an error.

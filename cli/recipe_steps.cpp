@@ -17,8 +17,8 @@ namespace {
 
 // The commands a step may run, in the order the reference lists them, and where their --out
 // points inside the step's directory ("" = the directory itself). A command with a typed
-// request (request_steps(): init, convert, extract, merge) runs it directly; the others through a
-// fresh parser of their command line.
+// request (request_steps(): all but pretrain, finetune, eval suite and eval sweep) runs it
+// directly; the others through a fresh parser of their command line.
 struct StepCommand {
   const char* command;
   const char* out_file;
@@ -144,6 +144,7 @@ StepCatalogue step_catalogue() {
   for (const auto& sc : kStepCommands) {
     if (const RequestStep* r = request_step(sc.command)) {
       catalogue.push_back(r->type);
+      catalogue.back().out_file = sc.out_file;
       continue;
     }
     CLI::App* cmd = find_subcommand(*app, sc.command);

@@ -2,9 +2,6 @@
 
 #include "cli/common.h"
 
-#include <cerrno>
-#include <cstdlib>
-
 namespace emo::cli {
 
 namespace {
@@ -18,19 +15,18 @@ const char* type_name(const FieldSpec& spec) {
   }
 }
 
-// Refuses what the field's kind cannot hold at parse time, as a typed CLI11 option would.
+// Refuses what the field's kind cannot hold at parse time, as a typed CLI11 option would, with
+// the words build_request would use.
 CLI::Validator kind_check(const FieldSpec& spec) {
-  const bool integer = spec.kind == FieldSpec::Kind::Int, count = spec.non_negative;
-  return CLI::Validator(
-      [integer, count](std::string& text) -> std::string {
-        char* end = nullptr;
-        errno = 0;
-        const bool negative = integer ? std::strtoll(text.c_str(), &end, 10) < 0 : (std::strtod(text.c_str(), &end), false);
-        if (text.empty() || *end != '\0' || errno != 0 || (count && negative))
-          return "Could not convert: " + text + (count ? " (a count, >= 0)" : integer ? " (an integer)" : " (a number)");
-        return "";
-      },
-      "");
+  const std::string key = spec.key;
+  const FieldSpec::Kind kind = spec.kind;
+  const bool count = spec.non_negative;
+  auto check = checked_by([key, kind, count](const std::string& text) {
+    if (kind == FieldSpec::Kind::Float) field_float(key, {text});
+    else if (count) field_count(key, {text});
+    else field_int(key, {text});
+  });
+  return CLI::Validator([check](std::string& text) { return check(text); }, "");
 }
 
 }  // namespace
@@ -54,6 +50,7 @@ RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
     else if (spec.kind == FieldSpec::Kind::List) o = cmd->add_option(name, slot->list, spec.help);
     else o = cmd->add_option(name, slot->text, spec.help)->type_name(type_name(spec));
     if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec));
+    if (spec.delimiter) o->delimiter(spec.delimiter);
     apply_field_checks(o, spec);
     slot->option = o;
     slots_.push_back(std::move(slot));

@@ -7,6 +7,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/util/fields.h"
@@ -24,6 +26,12 @@ std::string first_sentence(const std::string& footer);
 std::vector<std::string> step_command_line(const StepCall& call);
 // What this process was run as (provenance's command line for a command).
 const std::vector<std::string>& command_line();
+
+// Requests whose entry point records its command line (in provenance) have a command_line.
+template <class R, class = void>
+struct records_command_line : std::false_type {};
+template <class R>
+struct records_command_line<R, std::void_t<decltype(std::declval<R&>().command_line)>> : std::true_type {};
 
 // One flag per field: typed, required, limited to its choices and checked as the field says.
 // given() is what the user wrote, for build_request.
@@ -60,15 +68,17 @@ CLI::Option* add_field_option(CLI::App* cmd, const FieldSpec& spec, T& value) {
 // (request_step below).
 template <class R, class Result>
 CLI::App* add_request_command(CLI::App& app, const RequestSpec<R>& spec, std::function<Result(const R&)> run,
-                              std::function<void(const R&, const Result&, bool json)> print) {
-  CLI::App* cmd = app.add_subcommand(spec.command, spec.summary);
+                              std::function<void(const R&, const Result&, bool json)> print,
+                              const std::string& json_help = "Print the result as JSON") {
+  // "eval pareto" is the subcommand pareto of `app` (emo eval).
+  CLI::App* cmd = app.add_subcommand(spec.command.substr(spec.command.rfind(' ') + 1), spec.summary);
   auto flags = std::make_shared<RequestFlags>(cmd, spec.specs());
   auto json = std::make_shared<bool>(false);
-  cmd->add_flag("--json", *json, "Print the result as JSON");
+  if (!json_help.empty()) cmd->add_flag("--json", *json, json_help);  // "": the command prints one way, or has --format
   cmd->footer(spec.footer);
   cmd->callback([&spec, flags, json, run, print] {
     R request = build_request(spec, flags->given());
-    request.command_line = command_line();
+    if constexpr (records_command_line<R>::value) request.command_line = command_line();
     print(request, run(request), *json);
   });
   return cmd;
@@ -87,12 +97,11 @@ class StageBars {
 
 // A recipe step type made from a RequestSpec: its settings are the fields a recipe may set.
 template <class R>
-StepTypeSpec request_step_type(const RequestSpec<R>& spec, const std::string& out_file = "") {
+StepTypeSpec request_step_type(const RequestSpec<R>& spec) {
   StepTypeSpec t;
   t.command = spec.command;
   t.summary = spec.summary;
   t.writes = first_sentence(spec.footer);
-  t.out_file = out_file;
   for (const auto& f : spec.fields)
     if (f.spec.recipe_setting) t.settings.push_back(f.spec);
   return t;
@@ -117,7 +126,7 @@ RequestStep request_step(const RequestSpec<R>& spec, std::function<void(const R&
   return {request_step_type(spec), [&spec, run](const StepCall& call) {
             R request = build_request(spec, call.args);
             request.out = call.out;
-            request.command_line = step_command_line(call);
+            if constexpr (records_command_line<R>::value) request.command_line = step_command_line(call);
             run(request);
           }};
 }

@@ -26,11 +26,13 @@
 
 #include "core/checkpoint/experts.h"
 #include "core/io/json.h"
+#include "core/io/svg_chart.h"
 #include "core/model/weights.h"
 #include "core/text/dataset.h"
+#include "core/util/fields.h"
+#include "core/util/fs.h"
 #include "eval/perplexity.h"
 #include "eval/report.h"
-#include "eval/svg_chart.h"
 
 namespace emo {
 
@@ -40,7 +42,7 @@ struct ParetoModel {
 };
 
 struct ParetoRequest {
-  ParetoModel model;                   // the model whose modules are measured (EMO)
+  ParetoModel model{"emo", ""};        // the model whose modules are measured (EMO)
   std::vector<ParetoModel> baselines;  // full models whose modules are chosen the same way
   std::vector<ParetoModel> scratch;    // trained from scratch; models sharing a name form one line
   std::vector<double> fractions = {0.125, 0.25, 0.5};  // of each layer's experts, in (0, 1)
@@ -54,6 +56,12 @@ struct ParetoRequest {
   size_t docs_per_domain = 0;          // scored documents per domain (0: all but the examples)
   PplOptions ppl;                      // window and batch (routing is set per point)
   LoadOptions load;                    // device and compute dtype of every model
+  // What run_pareto_report reads docs and load from, and where it writes.
+  std::string corpus;                  // the split, JSONL(.gz) of {text, domain}
+  std::string device = "auto";
+  fs::path out;                        // a new directory: pareto.json, pareto.md, pareto.svg
+  bool overwrite = false;              // replace OUT if it exists
+  std::vector<std::string> command_line;  // recorded in pareto.json
 };
 
 // emo::Error naming the flag: fractions outside (0, 1) or repeated, a method without
@@ -82,6 +90,17 @@ struct ParetoResult {
 // on_progress(done, total, what) before each model load and evaluation.
 ParetoResult run_pareto(const ParetoRequest& request,
                         const std::function<void(size_t done, size_t total, const std::string& what)>& on_progress = {});
+
+// The command's whole job: the corpus and device resolved into docs and load, the request
+// checked, every point measured, OUT written atomically (an existing OUT is refused before
+// any work). Returns pareto.json's body and the table it prints.
+struct ParetoReport {
+  Json json;
+  Table table;
+};
+ParetoReport run_pareto_report(ParetoRequest request,
+                               const std::function<void(size_t done, size_t total, const std::string& what)>& on_progress = {});
+const RequestSpec<ParetoRequest>& pareto_request_spec();
 
 // pareto.json's body: the settings, the domains with their example ids, every point.
 Json pareto_json(const ParetoRequest& request, const ParetoResult& result);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 
 #include "core/model/cpu_allocator.h"
@@ -16,6 +17,16 @@ double PplStats::bits_per_byte() const { return bytes ? nll / (double(bytes) * s
 double PplResult::tokens_per_second() const {
   auto it = by_domain.find("all");
   return it == by_domain.end() || seconds <= 0 ? 0 : double(it->second.tokens) / seconds;
+}
+
+std::vector<TextDoc> corpus_docs(const std::string& corpus, size_t per_domain) {
+  TextDocs docs = load_text_docs(corpus);
+  std::vector<TextDoc> kept;
+  std::map<std::string, size_t> seen;
+  for (auto& d : docs.docs)
+    if (!per_domain || seen[d.domain]++ < per_domain) kept.push_back(std::move(d));
+  if (kept.empty()) fail(corpus, "", "no documents");
+  return kept;
 }
 
 std::vector<int32_t> token_byte_lengths(const Tokenizer& tok) {

@@ -57,6 +57,10 @@ PplResult evaluate_perplexity(Model& model, const Tokenizer& tokenizer, const st
                               const PplOptions& options);
 
 // UTF-8 byte length of each token id (byte-level BPE: a token is a fixed byte string).
+// A corpus split's documents, at most `per_domain` of each domain in file order (0: all);
+// emo::Error naming the file when none are left.
+std::vector<TextDoc> corpus_docs(const std::string& corpus, size_t per_domain);
+
 std::vector<int32_t> token_byte_lengths(const Tokenizer& tokenizer);
 
 }  // namespace emo

@@ -5,6 +5,8 @@
 #include <cstdio>
 
 #include "core/text/utf8.h"
+#include "core/util/fs.h"
+#include "core/util/version.h"
 
 namespace emo {
 
@@ -84,6 +86,24 @@ std::string render_markdown(const Table& t) {
     out += "\n";
   }
   return out;
+}
+
+Json eval_header(const std::string& task, const std::string& model, const std::string& experts,
+                 const std::vector<std::string>& command_line) {
+  return {{"task", task},
+          {"model", model},
+          {"experts", experts.empty() ? Json(nullptr) : Json(experts)},
+          {"emo_version", emo_version()},
+          {"command", command_line}};
+}
+
+void write_eval_dir(const std::string& dir, bool overwrite, const std::vector<Json>& examples, const Json& summary) {
+  AtomicDir out(dir, overwrite);
+  std::string lines;
+  for (const auto& e : examples) lines += e.dump() + "\n";
+  write_file_atomic(out / "examples.jsonl", lines);
+  write_file_atomic(out / "summary.json", summary.dump(2) + "\n");
+  out.commit();
 }
 
 }  // namespace emo

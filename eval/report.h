@@ -34,4 +34,12 @@ std::string render_markdown(const Table& t);
 // "%.*f" of a number; "-" for NaN.
 std::string fixed(double v, int digits);
 
+// The record every evaluation summary starts with: what was evaluated, how (the command).
+Json eval_header(const std::string& task, const std::string& model, const std::string& experts,
+                 const std::vector<std::string>& command_line);
+
+// DIR/examples.jsonl (one record per line) + DIR/summary.json, appearing together
+// (AtomicDir: an existing DIR is refused unless `overwrite`).
+void write_eval_dir(const std::string& dir, bool overwrite, const std::vector<Json>& examples, const Json& summary);
+
 }  // namespace emo

@@ -22,7 +22,7 @@
 #include "core/model/model.h"
 #include "eval/report.h"
 #include "eval/suite.h"
-#include "eval/svg_chart.h"
+#include "core/io/svg_chart.h"
 #include "eval/tasks.h"
 #include "surgery/module.h"
 

@@ -63,9 +63,6 @@ RequestSpec<MergeRequest> make_spec() {
 
 }  // namespace
 
-const RequestSpec<MergeRequest>& merge_request_spec() {
-  static const RequestSpec<MergeRequest> spec = make_spec();
-  return spec;
-}
+const RequestSpec<MergeRequest>& merge_request_spec() { return built_once<MergeRequest, make_spec>(); }
 
 }  // namespace emo

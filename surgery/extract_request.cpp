@@ -160,8 +160,8 @@ RequestSpec<ExtractRequest> make_spec() {
            member_field(field("exclude", K::Bool, "Keep every expert except the selected ones"), &R::exclude),
            member_field(field("seed", K::Int, "Seed of the random method").count(), &R::seed),
            member_field(field("out", K::String, "Output checkpoint directory").must().caller_owned(), &R::out),
-           member_field(field("tokenizer", K::String, "tokenizer.json (default: the model's)").reads(), &R::tokenizer),
-           member_field(field("device", K::String, "auto, cpu or cuda"), &R::device),
+           member_field(tokenizer_field(), &R::tokenizer),
+           member_field(device_field(), &R::device),
            member_field(field("force", K::Bool, "Replace --out if it exists").caller_owned(), &R::overwrite),
            member_field(field("verify-parent", K::Bool,
                               "Recompute the parent's content hash instead of trusting its provenance"),
@@ -173,9 +173,6 @@ RequestSpec<ExtractRequest> make_spec() {
 
 }  // namespace
 
-const RequestSpec<ExtractRequest>& extract_request_spec() {
-  static const RequestSpec<ExtractRequest> spec = make_spec();
-  return spec;
-}
+const RequestSpec<ExtractRequest>& extract_request_spec() { return built_once<ExtractRequest, make_spec>(); }
 
 }  // namespace emo

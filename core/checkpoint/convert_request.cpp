@@ -81,9 +81,6 @@ RequestSpec<ConvertRequest> make_spec() {
 
 }  // namespace
 
-const RequestSpec<ConvertRequest>& convert_request_spec() {
-  static const RequestSpec<ConvertRequest> spec = make_spec();
-  return spec;
-}
+const RequestSpec<ConvertRequest>& convert_request_spec() { return built_once<ConvertRequest, make_spec>(); }
 
 }  // namespace emo

@@ -116,9 +116,6 @@ RequestSpec<InitRequest> make_spec() {
 
 }  // namespace
 
-const RequestSpec<InitRequest>& init_request_spec() {
-  static const RequestSpec<InitRequest> spec = make_spec();
-  return spec;
-}
+const RequestSpec<InitRequest>& init_request_spec() { return built_once<InitRequest, make_spec>(); }
 
 }  // namespace emo

@@ -47,4 +47,18 @@ LoadedModel load_model(const std::string& dir, const std::string& experts_file, 
 
 const RoutingControl* routing_of(const LoadedModel& m) { return m.restricted ? &m.routing : nullptr; }
 
+FieldSpec experts_field() {
+  return field("experts", FieldSpec::Kind::String,
+               "Experts file (JSON/YAML, layer -> kept routed expert ids): run the full model restricted to that module")
+      .reads();
+}
+
+FieldSpec device_field() {
+  return field("device", FieldSpec::Kind::String, "auto, cpu or cuda (auto: cuda when available)");
+}
+
+FieldSpec tokenizer_field() {
+  return field("tokenizer", FieldSpec::Kind::String, "tokenizer.json (default: the model's)").reads();
+}
+
 }  // namespace emo

@@ -10,6 +10,7 @@
 #include "core/checkpoint/experts.h"
 #include "core/model/model.h"
 #include "core/text/tokenizer.h"
+#include "core/util/fields.h"
 
 namespace emo {
 
@@ -26,6 +27,11 @@ LoadedModel load_model(const std::string& dir, const std::string& experts_file =
 const RoutingControl* routing_of(const LoadedModel& m);
 // "auto": cuda when LibTorch sees a GPU, else cpu.
 LoadOptions load_options_for(const std::string& device);
+// The rows of every request that loads a model (core/util/fields.h), said once.
+FieldSpec experts_field();    // --experts FILE: run the full model restricted to that module
+FieldSpec device_field();     // --device auto|cpu|cuda
+FieldSpec tokenizer_field();  // --tokenizer FILE instead of the model's
+
 // Why --device cuda cannot be had here: a CPU-only LibTorch, or no GPU the CUDA one sees.
 std::string no_cuda_reason();
 

@@ -57,6 +57,24 @@ double field_float(const std::string& key, const std::vector<std::string>& value
   return v;
 }
 
+std::vector<std::string> split_items(const std::vector<std::string>& values, char delimiter) {
+  std::vector<std::string> out;
+  for (const auto& v : values)
+    for (size_t start = 0; start <= v.size();) {
+      size_t at = v.find(delimiter, start);
+      out.push_back(v.substr(start, at == std::string::npos ? std::string::npos : at - start));
+      if (at == std::string::npos) break;
+      start = at + 1;
+    }
+  return out;
+}
+
+std::pair<std::string, std::string> split_named(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos) return {"", text};
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag) {
   std::string list;
   for (char c : text)
@@ -84,7 +102,7 @@ std::function<std::string(const std::string&)> checked_by(std::function<void(con
       parse(text);
       return std::string();
     } catch (const Error& e) {
-      return cat(e.field(), ": ", e.detail());
+      return e.field().empty() ? e.detail() : cat(e.field(), ": ", e.detail());
     } catch (const std::exception&) {  // std::stod and friends
       return cat(text, ": expected a number");
     }

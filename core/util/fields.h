@@ -34,6 +34,9 @@ struct FieldSpec {
   // False for what the caller owns rather than the request's settings: where the output goes
   // and whether to replace it (a recipe's runner decides those), accepting foreign inputs.
   bool recipe_setting = true;
+  // A List whose values may also come joined in one: --keep 8,16,32 (the setter splits with
+  // split_items, since a recipe may write either form).
+  char delimiter = 0;
 
   // Modifiers, so a field reads as one row: field("base", Kind::String, "...").must().reads().
   FieldSpec& must() { required = true; return *this; }
@@ -41,6 +44,7 @@ struct FieldSpec {
   FieldSpec& one_of(std::vector<std::string> values) { choices = std::move(values); return *this; }
   FieldSpec& caller_owned() { recipe_setting = false; return *this; }
   FieldSpec& count() { non_negative = true; return *this; }
+  FieldSpec& comma_list() { delimiter = ','; return *this; }
   FieldSpec& checked(std::function<std::string(const std::string&)> f, std::string name = "") {
     check = std::move(f);
     value_name = std::move(name);
@@ -128,6 +132,13 @@ struct RequestSpec {
   }
 };
 
+// The spec `Make` builds, built on first use and kept: a request's `*_request_spec()`.
+template <class R, RequestSpec<R> (*Make)()>
+const RequestSpec<R>& built_once() {
+  static const RequestSpec<R> spec = Make();
+  return spec;
+}
+
 // emo::Error naming --key when `given` holds a key the request has no field for.
 void check_known_fields(const std::string& command, const std::vector<FieldSpec>& specs, const FieldValues& given);
 
@@ -143,6 +154,12 @@ R build_request(const RequestSpec<R>& spec, const FieldValues& given) {
 // "key=value" pairs from repeated --set (or `flag`) flags; emo::Error for a malformed one.
 std::vector<std::pair<std::string, std::string>> parse_sets(const std::vector<std::string>& sets,
                                                             const std::string& flag = "--set");
+
+// A list field's values with joined ones split at `delimiter`: {"8,16", "32"} -> {"8", "16", "32"}.
+std::vector<std::string> split_items(const std::vector<std::string>& values, char delimiter = ',');
+
+// NAME=VALUE as given to a named path (--data, --stats) or a weight: {"", text} without '='.
+std::pair<std::string, std::string> split_named(const std::string& text);
 
 // "1,2,3" or "[1, 2, 3]" -> ids; emo::Error naming `flag` and the bad item.
 std::vector<int64_t> parse_id_list(const std::string& text, const std::string& flag);

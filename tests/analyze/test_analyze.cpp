@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "analyze/analyze.h"
+#include "analyze/analyze_request.h"
 #include "cli_util.h"
 #include "core/model/model_fixtures.h"
 #include "core/util/error.h"
@@ -423,4 +424,24 @@ TEST_CASE("emo analyze usage, clusters and prompt on a micro checkpoint", "[anal
   Json p = Json::parse(r.out);
   CHECK(p["analysis"]["layers"].size() == 2);
   CHECK(p["analysis"]["tokens"].size() == p["analysis"]["ids"].size());
+}
+
+TEST_CASE("analyze requests from their fields: usage and clusters share the corpus rows", "[analyze][bad-input]") {
+  const auto& usage = analyze_usage_request_spec();
+  const auto& clusters = analyze_clusters_request_spec();
+  AnalyzeRequest r = build_request(clusters, {{"model", {"m"}}, {"data", {"c.jsonl"}}, {"per-domain", {"40"}},
+                                              {"group-by", {"document"}}, {"k", {"8"}}, {"fingerprint-layer", {"1"}},
+                                              {"seed", {"3"}}, {"out", {"o"}}});
+  CHECK(r.source.path == "c.jsonl");
+  CHECK(r.source.per_domain == 40);
+  CHECK(r.source.group_by == "document");
+  CHECK(r.clusters.k == 8);
+  CHECK(r.clusters.fingerprint_layer == 1);
+  CHECK(r.clusters.seed == 3);
+  CHECK(build_request(usage, {{"model", {"m"}}}).clusters.k == 0);  // usage never clusters
+  CHECK(usage.fields.size() + 5 == clusters.fields.size());
+  CHECK_THROWS_WITH(build_request(usage, {{"k", {"8"}}}), Catch::Contains("--k"));  // not a usage setting
+  CHECK_THAT(field_spec(clusters.fields, "k").check("0"), Catch::Contains("positive"));
+  CHECK(field_spec(usage.fields, "data").input_path);
+  CHECK_FALSE(field_spec(usage.fields, "force").recipe_setting);
 }

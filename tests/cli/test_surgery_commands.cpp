@@ -3,7 +3,7 @@
 
 #include "cli_util.h"
 #include "core/io/json.h"
-#include "eval/svg_chart.h"
+#include "core/io/svg_chart.h"
 
 using namespace emo;
 using namespace emo::test;

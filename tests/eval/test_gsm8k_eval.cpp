@@ -12,8 +12,10 @@
 #include "core/io/jsonl.h"
 #include "core/io/sha256.h"
 #include "core/model/generate.h"
+#include "core/util/source_dir.h"
 #include "eval/eval_fixtures.h"
 #include "eval/gsm8k_eval.h"
+#include "eval/gsm8k_request.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -351,4 +353,29 @@ TEST_CASE("gsm8k --generate: batched equals unbatched, token for token, and the 
   RunResult empty = run_emo("eval gsm8k --model " + em.dir.string() + " --data " + (tmp / "empty.jsonl").string());
   CHECK(empty.code != 0);
   CHECK(empty.err.find("empty file") != std::string::npos);
+}
+
+TEST_CASE("gsm8k and mc requests from their fields: defaults, choices, the shipped split", "[eval][gsm8k][mc][bad-input]") {
+  const auto& gsm = gsm8k_request_spec();
+  Gsm8kRequest g = build_request(gsm, {{"model", {"m"}}, {"limit", {"50"}}, {"generate", {}}, {"shots", {"4"}}});
+  CHECK(g.split == "valid");
+  CHECK(g.protocol == "emo");
+  CHECK(g.generate);
+  CHECK(g.shots == 4);
+  CHECK(g.limit == 50);
+  CHECK(build_request(gsm, {{"model", {"m"}}}).shots < 0);  // the paper's 8, resolved by run_gsm8k
+  CHECK(field_spec(gsm.fields, "split").choices == std::vector<std::string>{"train", "valid"});
+  const auto& mc = mc_request_spec();
+  McRequest m = build_request(mc, {{"model", {"m"}}, {"data", {"arc.jsonl"}}, {"uncond", {}}, {"template", {"plain"}}});
+  CHECK(m.uncond);
+  CHECK(m.template_name == "plain");
+  CHECK(m.primary == "acc_per_char");
+  CHECK(field_spec(mc.fields, "fewshot").input_path);
+  CHECK_THROWS_WITH(build_request(mc, {{"limit", {"x"}}}), Catch::Contains("--limit"));
+  // The shipped valid split's GSM8K items, as `emo eval gsm8k` without --data reads them.
+  std::string described;
+  auto items = gsm8k_items_for("", "valid", fs::path(build_source_dir()) / "data", described);
+  CHECK(items.size() == 743);
+  CHECK_THAT(described, Catch::Contains("gsm8k/train.jsonl"));
+  CHECK_THROWS_WITH(gsm8k_items_for("", "test", "data", described), Catch::Contains("expected train or valid"));
 }

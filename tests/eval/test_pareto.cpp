@@ -206,3 +206,29 @@ TEST_CASE("svg charts: a log y axis and round x ticks, as the pareto chart draws
   CHECK(svg.find(">400<") == std::string::npos);
   CHECK(svg.find(">5.41<") == std::string::npos);  // x ticks are round, not at the points
 }
+
+TEST_CASE("a pareto request from its fields: named models, fractions in one value or several", "[eval][pareto][bad-input]") {
+  const auto& spec = pareto_request_spec();
+  ParetoRequest r = build_request(spec, {{"model", {"out/emo"}},
+                                         {"baseline", {"standard=out/std"}},
+                                         {"scratch", {"out/moe-8", "dense=out/dense"}},
+                                         {"keep-fraction", {"0.125,0.25", "0.5"}},
+                                         {"no-random", {}},
+                                         {"window", {"128"}},
+                                         {"out", {"o"}}});
+  CHECK(r.model.name == "emo");  // the default label
+  CHECK(r.model.dir == "out/emo");
+  REQUIRE(r.baselines.size() == 1);
+  CHECK(r.baselines[0].name == "standard");
+  REQUIRE(r.scratch.size() == 2);
+  CHECK(r.scratch[0].name == "from scratch");  // a KIND-less model joins the default line
+  CHECK(r.scratch[1].name == "dense");
+  CHECK(r.fractions == std::vector<double>{0.125, 0.25, 0.5});
+  CHECK_FALSE(r.random);
+  CHECK(r.whole_split);
+  CHECK(r.ppl.window == 128);
+  CHECK(r.out == "o");
+  CHECK(field_spec(spec.fields, "baseline").named_path);
+  CHECK_FALSE(field_spec(spec.fields, "keep-fraction").check("0.25,x").empty());
+  CHECK_THROWS_WITH(build_request(spec, {{"example-docs", {"-1"}}}), Catch::Contains("--example-docs"));
+}

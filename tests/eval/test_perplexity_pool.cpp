@@ -4,6 +4,7 @@
 
 #include "eval/eval_fixtures.h"
 #include "eval/perplexity.h"
+#include "eval/perplexity_request.h"
 
 using namespace emo;
 using namespace emo::test;
@@ -46,4 +47,19 @@ TEST_CASE("perplexity inside document pools: every expert is per-token routing, 
 
   o.pool = 1;  // smaller than the routed top-k: refused, naming the flag
   CHECK_THROWS_WITH(loss_of(o), Catch::Contains("--pool") && Catch::Contains("routed top-k"));
+}
+
+TEST_CASE("a perplexity request from its fields: the document filter, the pool, its output file", "[eval][ppl][bad-input]") {
+  const auto& spec = perplexity_request_spec();
+  PerplexityRequest r = build_request(spec, {{"model", {"m"}}, {"data", {"c.jsonl.gz"}}, {"domain", {"math"}},
+                                             {"limit", {"50"}}, {"pool", {"16"}}, {"out", {"ppl.json"}}});
+  CHECK(r.filter.domain == "math");
+  CHECK(r.filter.limit == 50);
+  CHECK(r.filter.text_field == "text");
+  CHECK(r.pool == 16);
+  CHECK(r.window == 256);
+  CHECK(r.out == "ppl.json");
+  CHECK_FALSE(field_spec(spec.fields, "out").recipe_setting);
+  CHECK(field_spec(spec.fields, "data").input_path);
+  CHECK_THROWS_WITH(build_request(spec, {{"pool", {"-1"}}}), Catch::Contains("--pool"));
 }

@@ -9,6 +9,7 @@
 #include "eval/eval_fixtures.h"
 #include "eval/report.h"
 #include "eval/suite.h"
+#include "eval/suite_request.h"
 #include "eval/sweep.h"
 #include "eval/tasks.h"
 
@@ -154,4 +155,42 @@ TEST_CASE("eval tasks are registry rows: the suite table and the sweep metrics a
   for (const auto& m : sweep_metrics(full)) keys.push_back(m.key);
   CHECK(keys == std::vector<std::string>{"ppl/math", "ppl/code", "ppl/all", "gsm8k/bits_per_byte", "gsm8k/accuracy",
                                          "mc/arc/acc_per_char"});
+}
+
+TEST_CASE("suite and sweep requests from their fields: lists, joined budgets and tasks, checks before loading",
+          "[eval][suite][sweep][bad-input]") {
+  const auto& suite = eval_suite_request_spec();
+  EvalSuiteRequest s = build_request(suite, {{"model", {"m"}},
+                                             {"modules", {"math.json", "out/module"}},
+                                             {"names", {"full", "math", "module"}},
+                                             {"mc", {"arc.jsonl"}},
+                                             {"pool", {"16"}},
+                                             {"no-gsm8k", {}},
+                                             {"format", {"markdown"}}});
+  CHECK(s.modules == std::vector<std::string>{"math.json", "out/module"});
+  CHECK(s.data.mc == std::vector<std::string>{"arc.jsonl"});
+  CHECK(s.data.pool == 16);
+  CHECK(s.data.ppl_limit == 20);  // the suite's default
+  CHECK(s.no_gsm8k);
+  CHECK(s.format == "markdown");
+  s.names.pop_back();  // three columns, two names: refused before any model loads
+  CHECK_THROWS_WITH(run_eval_suite(s), Catch::Contains("--names"));
+
+  const auto& sweep = eval_sweep_request_spec();
+  EvalSweepRequest w = build_request(sweep, {{"model", {"m"}},
+                                             {"data", {"g.jsonl"}},
+                                             {"keep", {"8,16", "32"}},
+                                             {"tasks", {"ppl,gsm8k-generate"}},
+                                             {"random", {}},
+                                             {"gsm8k-shots", {"4"}}});
+  CHECK(w.sweep.keep == std::vector<int64_t>{8, 16, 32});
+  CHECK(w.tasks == std::vector<std::string>{"ppl", "gsm8k-generate"});
+  CHECK(w.sweep.random_baseline);
+  CHECK(w.data.shots == 4);
+  CHECK(w.examples.source.path == "g.jsonl");
+  CHECK(field_spec(sweep.fields, "keep").delimiter == ',');
+  CHECK_FALSE(field_spec(sweep.fields, "keep").check("8x").empty());
+  CHECK(field_spec(sweep.fields, "keep").check("4,8,16").empty());  // a recipe may join them in one value
+  CHECK_THAT(field_spec(sweep.fields, "batch").help, Catch::Contains("routing"));  // the shared row, said for a sweep
+  CHECK_THROWS_WITH(build_request(sweep, {{"keep", {"8,x"}}}), Catch::Contains("--keep"));
 }

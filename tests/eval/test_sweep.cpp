@@ -12,7 +12,7 @@
 #include "core/checkpoint/experts.h"
 #include "core/checkpoint/summary.h"
 #include "eval/eval_fixtures.h"
-#include "eval/svg_chart.h"
+#include "core/io/svg_chart.h"
 #include "eval/sweep.h"
 
 using namespace emo;

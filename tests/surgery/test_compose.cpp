@@ -1,6 +1,8 @@
 // Several tasks in one module: built statistics where each rule's answer is worked out by hand.
 #include <catch2/catch.hpp>
 
+#include "surgery/route_request.h"
+#include "surgery/select_request.h"
 #include "surgery/surgery_fixtures.h"
 
 using namespace emo;
@@ -95,4 +97,47 @@ TEST_CASE("compose: bad tasks are one clear sentence", "[surgery][compose][bad-i
   keep3.keep = 3;
   CHECK_THROWS_WITH(choose_module(t.c, {"router-prob", keep3, false, 0, "joint"}, only_avoided),
                     Catch::Contains("every task is left out"));
+}
+
+TEST_CASE("a select request from its fields: several tasks, their weights, checked numbers", "[surgery][compose][bad-input]") {
+  const auto& spec = select_request_spec();
+  SelectRequest r = build_request(
+      spec, {{"model", {"m"}}, {"data", {"math=g.jsonl", "code=c.jsonl"}}, {"weight", {"math=2"}}, {"and-not", {"legal"}},
+             {"compose", {"union"}}, {"shots", {"8"}}, {"keep-fraction", {"0.25"}}, {"threshold", {"0.8"}}, {"out", {"o"}}});
+  CHECK(r.data == std::vector<std::string>{"math=g.jsonl", "code=c.jsonl"});
+  CHECK(r.examples.source.path.empty());  // several tasks: each one's path is its own
+  CHECK(r.examples.source.shots == 8);
+  CHECK(r.weights == std::vector<std::string>{"math=2"});
+  CHECK(r.and_not == std::vector<std::string>{"legal"});
+  CHECK(r.compose == "union");
+  CHECK(r.budget.keep_fraction == 0.25);
+  CHECK(r.threshold == 0.8);
+  CHECK(r.method == "router-prob");
+  CHECK(parse_weight("math=2").second == 2.0);
+
+  CHECK_THROWS_WITH(build_request(spec, {{"patience", {"x"}}}), Catch::Contains("--patience"));
+  // What CLI11 and a recipe check before anything runs: the rows' own checks.
+  auto check = [&](const std::string& key, const std::string& value) { return field_spec(spec.fields, key).check(value); };
+  CHECK(check("threshold", "1").empty());
+  CHECK_THAT(check("threshold", "0"), Catch::Contains("must be in (0, 1]"));
+  CHECK_THAT(check("patience", "0"), Catch::Contains("at least 1"));
+  CHECK_THAT(check("weight", "math=-1"), Catch::Contains("positive number"));
+  CHECK(field_spec(spec.fields, "data").named_path);
+  CHECK(field_spec(spec.fields, "stats").named_path);
+  CHECK_FALSE(field_spec(spec.fields, "report").recipe_setting);
+  // run_select refuses a request without its output or model before reading anything.
+  CHECK_THROWS_WITH(run_select(build_request(spec, {{"model", {"m"}}})), Catch::Contains("--out"));
+}
+
+TEST_CASE("a route request from its fields: the example rows and the model restriction", "[surgery][bad-input]") {
+  const auto& spec = route_request_spec();
+  RouteRequest r = build_request(spec, {{"model", {"m"}}, {"data", {"d.jsonl"}}, {"limit", {"2"}}, {"experts", {"e.json"}},
+                                        {"verify-hash", {}}, {"out", {"s.safetensors"}}});
+  CHECK(r.examples.source.path == "d.jsonl");
+  CHECK(r.examples.source.limit == 2);
+  CHECK(r.experts == "e.json");
+  CHECK(r.verify_hash);
+  CHECK(field_spec(spec.fields, "experts").input_path);
+  CHECK(field_spec(spec.fields, "model").required);
+  CHECK_THROWS_WITH(build_request(spec, {{"batch", {"two"}}}), Catch::Contains("--batch"));
 }

@@ -1,4 +1,4 @@
-#include "eval/svg_chart.h"
+#include "core/io/svg_chart.h"
 
 #include <algorithm>
 #include <cmath>
