@@ -24,10 +24,6 @@ std::string methods_help() {
 }
 
 SelectResult select_with_progress(const SelectRequest& r) {
-  if (r.method == "help") {  // `--method help` lists the methods instead
-    std::fputs(methods_help().c_str(), stdout);
-    throw ExitStatus{0};
-  }
   prepare_compute();
   StageBars bars;
   SelectResult result = run_select(r, [&](const std::string& stage, uint64_t done, uint64_t total) {
@@ -43,7 +39,15 @@ void print_select(const SelectRequest&, const SelectResult& result, bool json) {
 }
 
 void add_select(CLI::App& app) {
-  add_request_command<SelectRequest, SelectResult>(app, select_request_spec(), select_with_progress, print_select,
+  // `--method help` lists the methods instead (the command only: a recipe step must name one).
+  auto run = [](const SelectRequest& r) {
+    if (r.method == "help") {
+      std::fputs(methods_help().c_str(), stdout);
+      throw ExitStatus{0};
+    }
+    return select_with_progress(r);
+  };
+  add_request_command<SelectRequest, SelectResult>(app, select_request_spec(), run, print_select,
                                                    "Print the report as JSON");
 }
 
