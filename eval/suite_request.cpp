@@ -225,10 +225,21 @@ using Values = std::vector<std::string>;
 // A row that sets a member of the task data.
 template <class R, class T>
 Field<R> data_field(FieldSpec spec, T EvalTaskData::*member) {
-  std::vector<Field<EvalTaskData>> one = {member_field(std::move(spec), member)};
-  std::vector<Field<R>> out;
-  append_fields(out, one, &R::data);
-  return out[0];
+  Field<EvalTaskData> f = member_field(std::move(spec), member);
+  return {f.spec, [set = f.set](R& r, const Values& v) { set(r.data, v); }};
+}
+
+// Where the GSM8K items come from: the same three rows for suite and sweep.
+template <class R>
+void append_gsm8k_source(std::vector<Field<R>>& fields) {
+  for (auto f : {data_field<R>(field("gsm8k-data", K::String, "A GSM8K JSONL (default: the shipped valid split)").reads(),
+                               &EvalTaskData::gsm8k_data),
+                 data_field<R>(field("gsm8k-split", K::String, "Without --gsm8k-data: train or valid")
+                                   .one_of({"train", "valid"}),
+                               &EvalTaskData::gsm8k_split),
+                 data_field<R>(field("gsm8k-limit", K::Int, "Only the first N GSM8K items (0: all)").count(),
+                               &EvalTaskData::gsm8k_limit)})
+    fields.push_back(f);
 }
 
 template <class R>
@@ -269,12 +280,9 @@ RequestSpec<EvalSuiteRequest> make_suite_spec() {
                         .count(),
                     &EvalTaskData::pool),
       member_field(field("no-ppl", K::Bool, "Skip perplexity"), &R::no_ppl),
-      data_field<R>(field("gsm8k-data", K::String, "A GSM8K JSONL (default: the shipped valid split)").reads(),
-                    &EvalTaskData::gsm8k_data),
-      data_field<R>(field("gsm8k-split", K::String, "Without --gsm8k-data: train or valid").one_of({"train", "valid"}),
-                    &EvalTaskData::gsm8k_split),
-      data_field<R>(field("gsm8k-limit", K::Int, "Only the first N GSM8K items (0: all)").count(),
-                    &EvalTaskData::gsm8k_limit),
+  };
+  append_gsm8k_source(s.fields);
+  for (auto f : {
       data_field<R>(field("shots", K::Int, "GSM8K exemplars (default 8)"), &EvalTaskData::shots),
       member_field(field("generate", K::Bool, "Also GSM8K greedy generation accuracy"), &R::generate),
       data_field<R>(field("max-new-tokens", K::Int, "With --generate"), &EvalTaskData::max_new_tokens),
@@ -297,7 +305,8 @@ RequestSpec<EvalSuiteRequest> make_suite_spec() {
       member_field(field("force", K::Bool, "Replace --out if it exists").caller_owned(), &R::overwrite),
       member_field(experts_field(), &R::experts),
       member_field(device_field(), &R::device),
-  };
+  })
+    s.fields.push_back(f);
   return s;
 }
 
@@ -346,12 +355,10 @@ RequestSpec<EvalSweepRequest> make_sweep_spec() {
                          &EvalTaskData::corpus),
            data_field<R>(field("ppl-limit", K::Int, "Documents per domain (0: all)").count(), &EvalTaskData::ppl_limit),
            data_field<R>(field("window", K::Int, "Perplexity window in tokens"), &EvalTaskData::window),
-           data_field<R>(field("gsm8k-data", K::String, "A GSM8K JSONL (default: the shipped valid split)").reads(),
-                         &EvalTaskData::gsm8k_data),
-           data_field<R>(field("gsm8k-split", K::String, "Without --gsm8k-data: train or valid").one_of({"train", "valid"}),
-                         &EvalTaskData::gsm8k_split),
-           data_field<R>(field("gsm8k-limit", K::Int, "Only the first N GSM8K items (0: all)").count(),
-                         &EvalTaskData::gsm8k_limit),
+       })
+    s.fields.push_back(f);
+  append_gsm8k_source(s.fields);
+  for (auto f : {
            data_field<R>(field("gsm8k-shots", K::Int, "GSM8K exemplars in the evaluation prompt, 0-8 (default 8)"),
                          &EvalTaskData::shots),
            data_field<R>(field("max-new-tokens", K::Int, "gsm8k-generate: at most this many new tokens"),
