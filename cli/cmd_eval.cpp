@@ -16,6 +16,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
+#include "core/util/registry.h"
 #include "eval/gsm8k_request.h"
 #include "eval/perplexity_request.h"
 #include "eval/report.h"
@@ -119,9 +120,7 @@ EvalReport suite_with_progress(EvalSuiteRequest r) {
 }
 
 void print_suite(const EvalSuiteRequest& r, const EvalReport& report, bool) {
-  if (r.format == "json") print_json(report.json);
-  else if (r.format == "markdown") std::fputs(render_markdown(report.table).c_str(), stdout);
-  else std::fputs(render_text(report.table).c_str(), stdout);
+  std::fputs(find_entry(report_formats(), r.format, "--format", "output format").render(report.json, report.table).c_str(), stdout);
 }
 
 EvalReport sweep_with_progress(EvalSweepRequest r) {

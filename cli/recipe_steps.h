@@ -1,6 +1,6 @@
-// What recipe steps can run: the emo commands that write an output, described from
-// their own flag definitions (so a recipe setting is exactly a command flag), and
-// running one step in this process through a fresh parser of that command.
+// What recipe steps can run: the emo commands that write an output, each described by its
+// request's fields (so a recipe setting is exactly a command flag), and one step run in
+// this process by building that request from the step's settings.
 #pragma once
 
 #include "recipes/runner.h"

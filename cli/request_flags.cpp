@@ -52,9 +52,14 @@ RequestFlags::RequestFlags(CLI::App* cmd, const std::vector<FieldSpec>& specs) {
     if (spec.kind == FieldSpec::Kind::Int || spec.kind == FieldSpec::Kind::Float) o->check(kind_check(spec));
     if (spec.delimiter) o->delimiter(spec.delimiter);
     apply_field_checks(o, spec);
+    if (!spec.group.empty()) o->group(spec.group);
     slot->option = o;
     slots_.push_back(std::move(slot));
   }
+  for (const auto& s : slots_)
+    for (const auto& key : s->spec.excluded)
+      for (const auto& other : slots_)
+        if (other->spec.key == key) s->option->excludes(other->option);
 }
 
 FieldValues RequestFlags::given() const {

@@ -106,4 +106,14 @@ void write_eval_dir(const std::string& dir, bool overwrite, const std::vector<Js
   out.commit();
 }
 
+const std::vector<ReportFormat>& report_formats() {
+  static const std::vector<ReportFormat> formats = {
+      {"text", "the table, columns aligned with spaces",
+       [](const Json&, const Table& t) { return render_text(t); }},
+      {"markdown", "the table in GitHub-flavoured Markdown", [](const Json&, const Table& t) { return render_markdown(t); }},
+      {"json", "every number (suite.json / sweep.json)", [](const Json& j, const Table&) { return j.dump(2) + "\n"; }},
+  };
+  return formats;
+}
+
 }  // namespace emo

@@ -31,6 +31,14 @@ std::string render_text(const Table& t);
 // A GitHub-flavoured Markdown table ("|" in cells escaped).
 std::string render_markdown(const Table& t);
 
+// How a report (its JSON and its table) is printed: `emo eval suite/sweep --format`.
+struct ReportFormat {
+  const char* name;
+  const char* description;
+  std::string (*render)(const Json& json, const Table& table);
+};
+const std::vector<ReportFormat>& report_formats();  // text, markdown, json
+
 // "%.*f" of a number; "-" for NaN.
 std::string fixed(double v, int digits);
 

@@ -8,6 +8,7 @@
 #include "core/model/loaded.h"
 #include "core/text/gsm8k.h"
 #include "core/util/error.h"
+#include "core/util/registry.h"
 #include "core/util/log.h"
 #include "eval/gsm8k_request.h"
 #include "surgery/module.h"
@@ -297,7 +298,8 @@ RequestSpec<EvalSuiteRequest> make_suite_spec() {
                     &EvalTaskData::mc_limit),
       member_field(field("batch", K::Int, "Requests per forward pass"), &R::batch),
       member_field(field("tokenizer", K::String, "tokenizer.json (default: each model's)").reads(), &R::tokenizer),
-      member_field(field("format", K::String, "What to print: text, markdown or json").one_of({"text", "markdown", "json"}),
+      member_field(field("format", K::String, entries_help("What to print:", report_formats()))
+                       .one_of(entry_names(report_formats())),
                    &R::format),
       member_field(field("out", K::String, "Write suite.json, suite.md and suite.txt into this new directory")
                        .caller_owned(),

@@ -329,9 +329,14 @@ void Loader::check_step(RecipeStep& step, const std::string& field) {
     if (!spec) error(v.key_pos, f, "`", step.command, "` has no setting \"", v.key, "\" (`emo run --reference` lists them)");
     check_value(step, *spec, v, f);
   }
-  for (const auto& spec : type.settings)
+  for (const auto& spec : type.settings) {
     if (spec.required && !step.setting(spec.key))
       error(step.pos, field + ".with", "`", step.command, "` needs \"", spec.key, "\" (", spec.help, ")");
+    for (const auto& other : spec.excluded)
+      if (step.setting(spec.key) && step.setting(other))
+        error(step.pos, field + ".with", "`", step.command, "` takes \"", spec.key, "\" or \"", other,
+              "\", not both");
+  }
 }
 
 void Loader::check_value(RecipeStep& step, const FieldSpec& spec, SettingValue& v, const std::string& field) {

@@ -8,41 +8,77 @@
 
 namespace emo {
 
+namespace {
+
+// --per-layer auto: the total of --keep or --keep-fraction spread over the layers by the scores.
+Budget spread_if_asked(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs& in, Budget b, Json& notes) {
+  if (!r.per_layer_auto) return b;
+  b.validate(c);  // the total must be a budget the model can hold before it is spread
+  notes["per_layer"] = {{"mode", "auto"}, {"spread_by", in.spread.by}};
+  return Budget::spread(c, b, in.spread);
+}
+
+Budget resolve_keep(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs& in, Json& notes) {
+  return spread_if_asked(r, c, in, Budget::uniform(c, *r.keep), notes);
+}
+
+Budget resolve_fraction(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs& in, Json& notes) {
+  return spread_if_asked(r, c, in, Budget::fraction(c, *r.keep_fraction), notes);
+}
+
+Budget resolve_per_layer(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs&, Json&) {
+  return Budget::per_layer(c, r.keep_per_layer);
+}
+
+Budget resolve_mass(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs& in, Json& notes) {
+  bool padded = false;
+  Budget b = Budget::mass(c, *r.keep_mass, in.mass_scores, &padded);
+  notes["keep_mass"] = {{"p", *r.keep_mass}, {"padded_to_one_count", padded}};
+  return b;
+}
+
+Budget resolve_bytes(const BudgetRequest& r, const ModelConfig& c, const BudgetInputs& in, Json& notes) {
+  if (!in.bytes) fail("--max-bytes", "", "needs the parent checkpoint's tensor sizes");
+  bool spread = false;
+  Budget b = Budget::bytes(c, *r.max_bytes, *in.bytes, in.spread, &spread);
+  notes["max_bytes"] = {{"limit", *r.max_bytes}, {"planned_bytes", in.bytes->of(c, b)}};
+  if (spread) notes["max_bytes"]["spread_by"] = in.spread.by;
+  else notes["max_bytes"]["one_count_in_every_layer"] = true;
+  return b;
+}
+
+}  // namespace
+
+const std::vector<BudgetKind>& budget_kinds() {
+  static const std::vector<BudgetKind> kinds = {
+      {"keep", "K", [](const BudgetRequest& r) { return r.keep.has_value(); }, resolve_keep},
+      {"keep-fraction", "F", [](const BudgetRequest& r) { return r.keep_fraction.has_value(); }, resolve_fraction},
+      {"keep-per-layer", "K0,K1,...", [](const BudgetRequest& r) { return !r.keep_per_layer.empty(); }, resolve_per_layer},
+      {"keep-mass", "P", [](const BudgetRequest& r) { return r.keep_mass.has_value(); }, resolve_mass},
+      {"max-bytes", "SIZE", [](const BudgetRequest& r) { return r.max_bytes.has_value(); }, resolve_bytes},
+  };
+  return kinds;
+}
+
 bool BudgetRequest::given() const {
-  return keep || keep_fraction || !keep_per_layer.empty() || keep_mass || max_bytes || per_layer_auto;
+  for (const auto& k : budget_kinds())
+    if (k.given(*this)) return true;
+  return per_layer_auto;
 }
 
 Budget BudgetRequest::resolve(const ModelConfig& c, const BudgetInputs& in, Json* notes) const {
-  int given = int(keep.has_value()) + int(keep_fraction.has_value()) + int(!keep_per_layer.empty()) +
-              int(keep_mass.has_value()) + int(max_bytes.has_value());
-  if (given != 1)
-    fail("budget", "--keep", "give exactly one of --keep K, --keep-fraction F, --keep-per-layer K0,K1,..., "
-                             "--keep-mass P, --max-bytes SIZE");
+  const BudgetKind* chosen = nullptr;
+  int count = 0;
+  std::string ways;
+  for (const auto& k : budget_kinds()) {
+    if (k.given(*this)) chosen = &k, ++count;
+    ways += cat(ways.empty() ? "" : ", ", "--", k.name, " ", k.value);
+  }
+  if (count != 1) fail("budget", "--keep", "give exactly one of ", ways);
   if (per_layer_auto && !keep && !keep_fraction)
     fail("--per-layer auto", "", "spreads the total of --keep or --keep-fraction over the layers; give one of them");
   Json n = Json::object();
-  Budget b;
-  if (keep_mass) {
-    bool padded = false;
-    b = Budget::mass(c, *keep_mass, in.mass_scores, &padded);
-    n["keep_mass"] = {{"p", *keep_mass}, {"padded_to_one_count", padded}};
-  } else if (max_bytes) {
-    if (!in.bytes) fail("--max-bytes", "", "needs the parent checkpoint's tensor sizes");
-    bool spread = false;
-    b = Budget::bytes(c, *max_bytes, *in.bytes, in.spread, &spread);
-    n["max_bytes"] = {{"limit", *max_bytes}, {"planned_bytes", in.bytes->of(c, b)}};
-    if (spread) n["max_bytes"]["spread_by"] = in.spread.by;
-    else n["max_bytes"]["one_count_in_every_layer"] = true;
-  } else if (!keep_per_layer.empty()) {
-    b = Budget::per_layer(c, keep_per_layer);
-  } else {
-    b = keep ? Budget::uniform(c, *keep) : Budget::fraction(c, *keep_fraction);
-    if (per_layer_auto) {
-      b.validate(c);  // the total must be a budget the model can hold before it is spread
-      b = Budget::spread(c, b, in.spread);
-      n["per_layer"] = {{"mode", "auto"}, {"spread_by", in.spread.by}};
-    }
-  }
+  Budget b = chosen->resolve(*this, c, in, n);
   b.validate(c);
   if (notes) *notes = n;
   return b;

@@ -37,6 +37,18 @@ struct BudgetRequest {
   Json to_json() const;
 };
 
+// The ways a module's size is given, each one flag of budget_fields() (surgery/
+// request_fields.cpp); a request gives exactly one. A new way is a row here, its field row
+// and its member of BudgetRequest.
+struct BudgetKind {
+  const char* name;         // the flag without "--": "keep"
+  const char* value;        // how messages name its value: "K" (its help is the field row's)
+  bool (*given)(const BudgetRequest&);
+  // The budget, and into `notes` what the report should say about how it was made.
+  Budget (*resolve)(const BudgetRequest&, const ModelConfig&, const BudgetInputs&, Json& notes);
+};
+const std::vector<BudgetKind>& budget_kinds();
+
 struct ModuleRequest {
   std::string method = "router-prob";
   BudgetRequest budget;

@@ -3,7 +3,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
+
+#include "core/io/jsonl.h"
 
 #include "core/text/utf8.h"
 #include "core/util/error.h"
@@ -643,6 +646,71 @@ std::string gsm8k_normalize_number(const std::string& s) {
 double bits_per_byte(double total_nll_nats, size_t target_utf8_bytes) {
   require(target_utf8_bytes > 0, "", "target", "bits per byte of an empty target is undefined");
   return total_nll_nats / (static_cast<double>(target_utf8_bytes) * std::log(2.0));
+}
+
+std::vector<GsmSplitItem> gsm8k_file_items(const std::string& path) {
+  const std::string text = read_text_file(path);
+  std::string stem = fs::path(path).filename().string();
+  for (const char* ext : {".gz", ".jsonl", ".json"})
+    if (stem.size() > std::strlen(ext) && stem.compare(stem.size() - std::strlen(ext), std::string::npos, ext) == 0)
+      stem.resize(stem.size() - std::strlen(ext));
+  std::vector<GsmSplitItem> items;
+  size_t pos = 0, line = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string s = text.substr(pos, nl - pos);
+    if (!s.empty() && s.back() == '\r') s.pop_back();
+    if (s.find_first_not_of(" \t") != std::string::npos) {
+      GsmSplitItem it;
+      it.item = gsm8k_parse_jsonl_line(s, path, line + 1);
+      require(!it.item.question.empty(), path, cat("line ", line + 1), "empty \"question\"");
+      require(it.item.answer.find("####") != std::string::npos, path, cat("line ", line + 1),
+              "\"answer\" has no \"#### N\" final answer");
+      it.line = line;
+      it.id = stem + "-" + std::to_string(line);
+      items.push_back(std::move(it));
+    }
+    ++line;
+    pos = nl + 1;
+  }
+  if (items.empty()) fail(path, "", "no GSM8K items (an empty file)");
+  return items;
+}
+
+std::vector<GsmSplitItem> gsm8k_split_items(const std::string& gsm8k_path, const std::string& corpus_path) {
+  std::vector<GsmSplitItem> all = gsm8k_file_items(gsm8k_path);
+  std::map<size_t, size_t> by_line;
+  for (size_t i = 0; i < all.size(); ++i) by_line[all[i].line] = i;
+  const std::string prefix = "gsm8k-train-";
+  std::map<size_t, GsmSplitItem> chosen;
+  JsonlReader reader(corpus_path);
+  Json rec;
+  while (reader.next(rec)) {
+    auto id = rec.find("id");
+    if (id == rec.end() || !id->is_string()) continue;
+    const std::string s = id->get<std::string>();
+    if (s.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = s.substr(prefix.size());
+    require(!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos && digits.size() < 10,
+            corpus_path, cat("line ", reader.line()), "malformed GSM8K id \"", s, "\"");
+    size_t n = std::stoul(digits);
+    auto it = by_line.find(n);
+    require(it != by_line.end(), corpus_path, cat("line ", reader.line()), "\"", s, "\" names line ", n, " of ",
+            gsm8k_path, ", which has no item there");
+    GsmSplitItem item = all[it->second];
+    auto text = rec.find("text");
+    require(text != rec.end() && text->is_string() &&
+                text->get<std::string>().find(item.item.question) != std::string::npos,
+            corpus_path, cat("line ", reader.line()), "\"", s, "\" does not hold the question of line ", n, " of ",
+            gsm8k_path, " (the corpus and the GSM8K file do not belong together)");
+    item.id = s;
+    chosen.emplace(n, std::move(item));
+  }
+  std::vector<GsmSplitItem> out;
+  for (auto& [n, item] : chosen) out.push_back(std::move(item));
+  if (out.empty()) fail(corpus_path, "", "no \"gsm8k-train-N\" documents in this corpus file");
+  return out;
 }
 
 }  // namespace emo

@@ -141,4 +141,23 @@ std::string gsm8k_normalize_number(const std::string& s);
 // Zero bytes is an emo::Error.
 double bits_per_byte(double total_nll_nats, size_t target_utf8_bytes);
 
+struct GsmSplitItem {
+  std::string id;   // corpus id "gsm8k-train-N", or "<file stem>-N" for another file
+  size_t line = 0;  // 0-based line of the GSM8K file
+  GsmItem item;
+};
+
+// Every item of a GSM8K JSONL file ({"question", "answer"} with "#### N"), in file order;
+// id = "<file stem>-<line from 0>". A line without the fields, an answer without "####"
+// or an empty file is an emo::Error naming the file and line.
+std::vector<GsmSplitItem> gsm8k_file_items(const std::string& path);
+
+// The items of `gsm8k_path` (the shipped train.jsonl) whose corpus id
+// "gsm8k-train-N" (N = line N of the file, from 0) occurs in `corpus_path` (the corpus
+// train or valid split, JSONL(.gz)), in increasing N. Finetuning uses the train split,
+// evaluation the valid split (743 items). An id past the end of the file, or a corpus
+// text that does not contain the item's question, is an emo::Error (the two files do
+// not belong together).
+std::vector<GsmSplitItem> gsm8k_split_items(const std::string& gsm8k_path, const std::string& corpus_path);
+
 }  // namespace emo

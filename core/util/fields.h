@@ -37,6 +37,8 @@ struct FieldSpec {
   // A List whose values may also come joined in one: --keep 8,16,32 (the setter splits with
   // split_items, since a recipe may write either form).
   char delimiter = 0;
+  std::string group;                  // --help's heading for the flag ("" : Options)
+  std::vector<std::string> excluded;  // keys that may not be given with this one
 
   // Modifiers, so a field reads as one row: field("base", Kind::String, "...").must().reads().
   FieldSpec& must() { required = true; return *this; }
@@ -45,6 +47,8 @@ struct FieldSpec {
   FieldSpec& caller_owned() { recipe_setting = false; return *this; }
   FieldSpec& count() { non_negative = true; return *this; }
   FieldSpec& comma_list() { delimiter = ','; return *this; }
+  FieldSpec& in(std::string heading) { group = std::move(heading); return *this; }
+  FieldSpec& excludes(std::vector<std::string> keys) { excluded = std::move(keys); return *this; }
   FieldSpec& checked(std::function<std::string(const std::string&)> f, std::string name = "") {
     check = std::move(f);
     value_name = std::move(name);

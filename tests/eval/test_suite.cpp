@@ -50,6 +50,14 @@ TEST_CASE("wilson interval and tables", "[eval][report]") {
         "| gsm8k ° | 1 | 22 |\n");
   CHECK(fixed(1.23456, 2) == "1.23");
   CHECK(fixed(std::nan(""), 2) == "-");
+
+  // The report formats are --format's choices, each rendering the same report.
+  const Json report = {{"cells", {1, 2}}};
+  std::vector<std::string> rendered;
+  for (const auto& f : report_formats()) rendered.push_back(f.render(report, t));
+  CHECK(rendered == std::vector<std::string>{render_text(t), render_markdown(t), report.dump(2) + "\n"});
+  CHECK(field_spec(eval_suite_request_spec().fields, "format").choices ==
+        std::vector<std::string>{"text", "markdown", "json"});
 }
 
 TEST_CASE("emo eval suite: full model, a module by experts file, a checkpoint, cells equal the single commands",

@@ -25,6 +25,7 @@ StepCatalogue toy_catalogue() {
   StepTypeSpec make{"make", "Write a value", "Writes value.txt.", "", {}};
   make.settings = {field("seed", K::Int, "the value").must(), field("scale", K::Float, "a factor"),
                    field("mode", K::String, "a or b").one_of({"a", "b"}), field("loud", K::Bool, "a flag"),
+                   field("quiet", K::Bool, "the other flag").excludes({"loud"}),
                    field("data", K::String, "a file it reads").reads()};
   StepTypeSpec combine{"combine", "Join outputs", "Writes result.txt.", "result.txt", {}};
   combine.settings = {field("parts", K::List, "the outputs to join").must().reads(), field("sep", K::String, "separator")};
@@ -181,6 +182,8 @@ TEST_CASE("recipe errors: each class names file, line and column", "[recipes][ba
         "toy.yaml:7:21: steps[0] (a).with.colour: `make` has no setting \"colour\" (`emo run --reference` lists them)");
   CHECK(load_error(with_step("  - id: a\n    command: make\n    with: {mode: a}\n")) ==
         "toy.yaml:5:5: steps[0] (a).with: `make` needs \"seed\" (the value)");
+  CHECK(load_error(with_step("  - id: a\n    command: make\n    with: {seed: 1, loud: true, quiet: true}\n")) ==
+        "toy.yaml:5:5: steps[0] (a).with: `make` takes \"quiet\" or \"loud\", not both");
   CHECK(load_error(with_step("  - id: a\n    command: make\n    with: {seed: 1, out: x}\n")) ==
         "toy.yaml:7:21: steps[0] (a).with.out: the runner chooses each step's output (WORKDIR/a); refer to it as "
         "${steps.a.out}");

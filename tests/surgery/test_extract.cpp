@@ -2,6 +2,7 @@
 // exactly what the full model computes with routing restricted to the same experts.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <tuple>
 
@@ -10,6 +11,8 @@
 #include "core/text/tokenizer.h"
 #include "core/util/error.h"
 #include "surgery/extract_request.h"
+#include "surgery/module.h"
+#include "surgery/request_fields.h"
 #include "surgery/route_stats_file.h"
 #include "surgery/surgery_fixtures.h"
 #include "test_util.h"
@@ -378,4 +381,25 @@ TEST_CASE("an extract request from its fields: example and budget rows are share
   for (const auto& f : spec.fields)
     if (!f.spec.recipe_setting) caller_owned.push_back(f.spec.key);
   CHECK(caller_owned == std::vector<std::string>{"out", "force"});
+}
+
+TEST_CASE("budget kinds: each is a flag of the budget rows, and a request gives exactly one", "[surgery][bad-input]") {
+  const ModelConfig c = tiny_config();
+  std::vector<std::string> rows;
+  for (const auto& f : budget_fields()) rows.push_back(f.spec.key);
+  std::string ways;
+  for (const auto& k : budget_kinds()) {
+    CHECK(std::find(rows.begin(), rows.end(), k.name) != rows.end());
+    ways += std::string(ways.empty() ? "" : ", ") + "--" + k.name + " " + k.value;
+  }
+  CHECK(ways == "--keep K, --keep-fraction F, --keep-per-layer K0,K1,..., --keep-mass P, --max-bytes SIZE");
+  CHECK_THROWS_WITH(BudgetRequest{}.resolve(c), Catch::Contains("give exactly one of " + ways));
+  // Set through the field rows, as a flag or a recipe setting would: one kind, one budget.
+  BudgetRequest fraction;
+  apply_fields(budget_fields(), {{"keep-fraction", {"0.5"}}}, fraction);
+  CHECK(fraction.given());
+  CHECK(fraction.resolve(c).keep == std::vector<int64_t>{4, 4});
+  BudgetRequest both = fraction;
+  apply_fields(budget_fields(), {{"keep", {"3"}}}, both);
+  CHECK_THROWS_WITH(both.resolve(c), Catch::Contains("give exactly one of"));
 }

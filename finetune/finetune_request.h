@@ -1,0 +1,68 @@
+// emo finetune as one call: a model or an extracted module trained on task examples (SFT)
+// or on a text corpus (causal LM), on one process or data-parallel under torchrun / srun.
+// run_finetune reads the data, loads the model, records provenance and runs the trainer
+// (finetune/trainer.h), which writes OUT. Its flags and recipe step are the spec's rows.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/text/gsm8k.h"
+#include "core/util/fields.h"
+#include "core/util/fs.h"
+#include "finetune/process.h"
+#include "finetune/trainer.h"
+
+namespace emo {
+
+struct FinetuneRequest {
+  std::string model, data;
+  fs::path out;
+  // data
+  std::string format = "auto";  // auto, gsm8k, prompt-completion, instruction, text
+  int64_t shots = gsm8k_paper_shots();  // gsm8k: in-context examples
+  std::string split;             // gsm8k: only the items of this corpus split ("": all)
+  std::string prompt_template, completion_template;
+  int64_t max_length = 0, seq_len = 0;  // 0: min(4096 | 1024, the context)
+  std::string text_field = "text", domain;
+  size_t limit = 0;
+  bool skip_bad = false, no_cache = false;
+  std::string cache_dir, tokenizer;
+  // training
+  std::string train = "all", train_experts;
+  int64_t batch_size = 32, micro_batch = 0, max_steps = 0, warmup_steps = -1, ce_chunk = 256;
+  double epochs = 1.0, lr = 5e-5, warmup_ratio = 0.1, final_lr_ratio = 0.0, weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, clip = 1.0;
+  double lb_weight = NAN;  // NaN: the config's router_aux_loss_coef
+  double z_weight = 0.0;
+  std::string schedule = "linear", lb_scope = "global", precision = "auto";
+  uint64_t seed = 0;
+  bool decay_all = false, no_shuffle = false, drop_last = false, checkpoint_activations = false;
+  // checkpoints
+  int64_t save_every = 0;
+  int keep_last = 0;
+  bool resume = false, force = false;
+  std::string dtype;  // of the final model ("": the input's)
+  // distributed
+  std::string dist_backend = "auto";
+  bool zero1 = false, no_overlap = false;
+  size_t bucket_mb = 25;
+  int dist_timeout = kDefaultDistTimeoutS;
+  std::string experts, device = "auto";
+  // the caller's
+  int threads = 0;
+  fs::path data_root;  // the shipped corpus (split)
+  std::vector<std::string> command_line;
+};
+
+struct FinetuneResult {
+  TrainResult train;
+  fs::path out;
+  bool rank0 = true;  // false on the other ranks: they print nothing
+};
+
+FinetuneResult run_finetune(const FinetuneRequest& request);
+const RequestSpec<FinetuneRequest>& finetune_request_spec();
+
+}  // namespace emo
