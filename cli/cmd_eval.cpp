@@ -6,7 +6,7 @@
 //   mc     multiple choice in OLMES' RC format (ARC, MMLU, HellaSwag, ... as JSONL)
 //   suite  all of them, for a model and its modules / merged models side by side
 //   sweep  quality against the number of experts kept: a module chosen per budget,
-//          evaluated masked, with a random baseline (eval/suite_request.h)
+//          evaluated masked, with a random baseline (both cli/cmd_eval_suite.cpp)
 //   pareto quality against memory (cli/cmd_eval_pareto.cpp)
 #include <cstdio>
 #include <optional>
@@ -16,14 +16,13 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/progress.h"
-#include "core/util/registry.h"
 #include "eval/gsm8k_request.h"
 #include "eval/perplexity_request.h"
 #include "eval/report.h"
-#include "eval/suite_request.h"
 
 namespace emo::cli {
 
+void add_eval_suite(CLI::App* eval);   // cli/cmd_eval_suite.cpp: suite and sweep
 void add_eval_pareto(CLI::App* eval);  // cli/cmd_eval_pareto.cpp
 
 namespace {
@@ -111,39 +110,6 @@ void print_mc(const McRequest& r, const Json& summary, bool json) {
 
 
 
-// ---- suite and sweep -------------------------------------------------------------------
-
-EvalReport suite_with_progress(EvalSuiteRequest r) {
-  r.data_root = data_root();
-  prepare_compute();
-  return run_eval_suite(r, [](const std::string& name) { log_info("eval suite: ", name); });
-}
-
-void print_suite(const EvalSuiteRequest& r, const EvalReport& report, bool) {
-  std::fputs(find_entry(report_formats(), r.format, "--format", "output format").render(report.json, report.table).c_str(), stdout);
-}
-
-EvalReport sweep_with_progress(EvalSweepRequest r) {
-  r.data_root = data_root();
-  prepare_compute();
-  StageBars bars;
-  SweepProgress p;
-  p.route = [&](const std::string& stage, uint64_t done, uint64_t total) { bars.update(stage, done, total, "tokens"); };
-  p.selecting = [](const std::string& what) { log_info("eval sweep: selecting, ", what); };
-  p.point = [&](size_t done, size_t total, const std::string& what) {
-    bars.finish();
-    log_info("eval sweep [", done + 1, "/", total, "]: ", what);
-  };
-  EvalReport report = run_eval_sweep(r, p);
-  bars.finish();
-  return report;
-}
-
-void print_sweep(const EvalSweepRequest&, const EvalReport& report, bool json) {
-  if (json) print_json(report.json);
-  else std::fputs(render_text(report.table).c_str(), stdout);
-}
-
 }  // namespace
 
 void add_eval(CLI::App& app) {
@@ -156,10 +122,7 @@ void add_eval(CLI::App& app) {
   add_request_command<Gsm8kRequest, Json>(*eval, gsm8k_request_spec(), gsm8k_with_progress, print_gsm8k,
                                           "Print the summary as JSON");
   add_request_command<McRequest, Json>(*eval, mc_request_spec(), mc_with_progress, print_mc, "Print the summary as JSON");
-  add_request_command<EvalSuiteRequest, EvalReport>(*eval, eval_suite_request_spec(), suite_with_progress, print_suite,
-                                                    "");  // --format says what to print
-  add_request_command<EvalSweepRequest, EvalReport>(*eval, eval_sweep_request_spec(), sweep_with_progress, print_sweep,
-                                                    "Print sweep.json instead of the table");
+  add_eval_suite(eval);
   add_eval_pareto(eval);
 }
 
@@ -171,9 +134,5 @@ static RequestStepRegistration gsm8k_step(request_step<Gsm8kRequest>(
     gsm8k_request_spec(), [](const Gsm8kRequest& r) { gsm8k_with_progress(r); }));
 static RequestStepRegistration mc_step(request_step<McRequest>(mc_request_spec(),
                                                                [](const McRequest& r) { mc_with_progress(r); }));
-static RequestStepRegistration suite_step(request_step<EvalSuiteRequest>(
-    eval_suite_request_spec(), [](const EvalSuiteRequest& r) { suite_with_progress(r); }));
-static RequestStepRegistration sweep_step(request_step<EvalSweepRequest>(
-    eval_sweep_request_spec(), [](const EvalSweepRequest& r) { sweep_with_progress(r); }));
 
 }  // namespace emo::cli

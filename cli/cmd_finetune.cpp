@@ -11,13 +11,13 @@ namespace {
 
 // The request as this process runs it: --threads and the shipped data folder are emo's.
 FinetuneResult finetune_here(FinetuneRequest r) {
-  r.threads = globals().threads;
+  r.process.threads = globals().threads;
   r.data_root = data_root();
   return run_finetune(r);
 }
 
 void print_finetune(const FinetuneRequest&, const FinetuneResult& r, bool json) {
-  if (r.rank0) print_train_result(r.train, r.out, json);
+  if (r.rank0) print_train_result(r.result, r.out, json);
 }
 
 }  // namespace

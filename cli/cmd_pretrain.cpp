@@ -11,7 +11,7 @@ namespace {
 
 // The request as this process runs it: --threads and the shipped tokenizers are emo's.
 PretrainRun pretrain_here(PretrainRequest r) {
-  r.threads = globals().threads;
+  r.process.threads = globals().threads;
   r.data_root = data_root();
   return run_pretrain(r);
 }

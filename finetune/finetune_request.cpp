@@ -37,7 +37,7 @@ Json trajectory_settings(const R& r, const std::string& format, double lb_weight
             {"clip", r.clip},           {"lb_weight", lb_weight},     {"z_loss_weight", r.z_weight},
             {"lb_scope", r.lb_scope},   {"seed", r.seed},             {"shuffle", !r.no_shuffle},
             {"drop_last", r.drop_last}, {"limit", r.limit},           {"skip_bad", r.skip_bad},
-            {"experts", r.experts},     {"precision", r.precision}};
+            {"experts", r.experts},     {"precision", r.process.precision}};
   if (!r.train_experts.empty()) s["train_experts"] = r.train_experts;  // only when given: cache keys stay
   if (format == "text") {
     s["seq_len"] = seq_len;
@@ -158,7 +158,7 @@ TrainOptions train_options(const R& r, const TrainingProcess& proc, double lb_we
   to.out = proc.out;
   to.save_every = r.save_every;
   to.keep_last = r.keep_last;
-  to.resume = r.resume;
+  to.resume = r.process.resume;
   return to;
 }
 
@@ -238,7 +238,7 @@ std::vector<Field<R>> data_fields() {
 
 std::vector<Field<R>> training_fields() {
   const char* g = "Training";
-  return {
+  std::vector<Field<R>> out = {
       member_field<R>(field("train", K::String, entries_help("What trains:", train_modes()))
                           .one_of(entry_names(train_modes()))
                           .in(g),
@@ -293,36 +293,40 @@ std::vector<Field<R>> training_fields() {
                             "Recompute each layer in backward instead of keeping its activations")
                           .in(g),
                       &R::checkpoint_activations),
-      member_field<R>(precision_field(g), &R::precision),
-      member_field<R>(field("ce-chunk", K::Int, "Rows per chunk of the fused head + cross entropy").in(g), &R::ce_chunk),
   };
+  append_fields<R, ProcessSettings>(out, {precision_row(g)}, &R::process);
+  out.push_back(
+      member_field<R>(field("ce-chunk", K::Int, "Rows per chunk of the fused head + cross entropy").in(g), &R::ce_chunk));
+  return out;
 }
 
 std::vector<Field<R>> checkpoint_fields() {
   const char* g = "Checkpoints";
-  return {
+  std::vector<Field<R>> out = {
       member_field<R>(field("save-every", K::Int, "Write a checkpoint every N steps (and always at the end)").in(g),
                       &R::save_every),
       member_field<R>(field("keep-last", K::Int, "Keep only the last K checkpoints (0: all)").in(g), &R::keep_last),
-      member_field<R>(resume_field(g), &R::resume),
-      member_field<R>(force_field(g), &R::force),
-      member_field<R>(field("dtype", K::String,
-                            "dtype of the final model (default: the input's); checkpoints are float32")
-                          .in(g),
-                      &R::dtype),
   };
+  append_fields<R, ProcessSettings>(out, {resume_row(g), force_row(g)}, &R::process);
+  out.push_back(member_field<R>(
+      field("dtype", K::String, "dtype of the final model (default: the input's); checkpoints are float32").in(g),
+      &R::dtype));
+  return out;
 }
 
 std::vector<Field<R>> distributed_fields() {
   const char* g = "Distributed (torchrun / srun set the ranks)";
-  return {
-      member_field<R>(dist_backend_field(g), &R::dist_backend),
+  std::vector<Field<R>> out;
+  append_fields<R, ProcessSettings>(out, {dist_backend_row(g)}, &R::process);
+  const std::vector<Field<R>> rest = {
       member_field<R>(field("zero1", K::Bool, "Shard the optimizer state over the processes (ZeRO-1)").in(g), &R::zero1),
       member_field<R>(field("bucket-mb", K::Int, "Gradient all-reduce bucket size").count().in(g), &R::bucket_mb),
       member_field<R>(field("no-overlap", K::Bool, "All-reduce after backward instead of during it").in(g),
                       &R::no_overlap),
-      member_field<R>(dist_timeout_field(g), &R::dist_timeout),
   };
+  out.insert(out.end(), rest.begin(), rest.end());
+  append_fields<R, ProcessSettings>(out, {dist_timeout_row(g)}, &R::process);
+  return out;
 }
 
 RequestSpec<R> make_spec() {
@@ -347,7 +351,7 @@ RequestSpec<R> make_spec() {
   for (auto part : {data_fields(), training_fields(), checkpoint_fields(), distributed_fields()})
     spec.fields.insert(spec.fields.end(), part.begin(), part.end());
   spec.fields.push_back(member_field<R>(experts_field(), &R::experts));
-  spec.fields.push_back(member_field<R>(device_field(), &R::device));
+  append_fields<R, ProcessSettings>(spec.fields, {device_row()}, &R::process);
   return spec;
 }
 
@@ -356,8 +360,7 @@ RequestSpec<R> make_spec() {
 const RequestSpec<FinetuneRequest>& finetune_request_spec() { return built_once<R, make_spec>(); }
 
 FinetuneResult run_finetune(const FinetuneRequest& r) {
-  TrainingProcess proc = start_training_process(
-      {"emo finetune", r.device, r.precision, r.dist_backend, r.out, r.dist_timeout, r.resume, r.force, r.threads});
+  TrainingProcess proc = start_training_process(r.process, "emo finetune", r.out);
   LoadOptions lo = proc.load;
   lo.dtype = torch::kFloat32;
 
@@ -416,11 +419,7 @@ FinetuneResult run_finetune(const FinetuneRequest& r) {
   in.provenance.extra["data"] = json_to_yaml(data->stats);
   in.title = "emo finetune: " + fs::path(r.model).filename().string() + " on " + fs::path(r.data).filename().string();
 
-  FinetuneResult result;
-  result.train = train(in, to);
-  result.out = proc.out;
-  result.rank0 = proc.env.rank == 0;
-  return result;
+  return {train(in, to), proc.out, proc.env.rank == 0};
 }
 
 }  // namespace emo

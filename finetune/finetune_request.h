@@ -36,31 +36,25 @@ struct FinetuneRequest {
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, clip = 1.0;
   double lb_weight = NAN;  // NaN: the config's router_aux_loss_coef
   double z_weight = 0.0;
-  std::string schedule = "linear", lb_scope = "global", precision = "auto";
+  std::string schedule = "linear", lb_scope = "global";
   uint64_t seed = 0;
   bool decay_all = false, no_shuffle = false, drop_last = false, checkpoint_activations = false;
   // checkpoints
   int64_t save_every = 0;
   int keep_last = 0;
-  bool resume = false, force = false;
   std::string dtype;  // of the final model ("": the input's)
   // distributed
-  std::string dist_backend = "auto";
   bool zero1 = false, no_overlap = false;
   size_t bucket_mb = 25;
-  int dist_timeout = kDefaultDistTimeoutS;
-  std::string experts, device = "auto";
+  std::string experts;
+  // device, precision, process group, resume / force, threads (the caller's)
+  ProcessSettings process;
   // the caller's
-  int threads = 0;
   fs::path data_root;  // the shipped corpus (split)
   std::vector<std::string> command_line;
 };
 
-struct FinetuneResult {
-  TrainResult train;
-  fs::path out;
-  bool rank0 = true;  // false on the other ranks: they print nothing
-};
+using FinetuneResult = RankResult<TrainResult>;
 
 FinetuneResult run_finetune(const FinetuneRequest& request);
 const RequestSpec<FinetuneRequest>& finetune_request_spec();

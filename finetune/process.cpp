@@ -23,9 +23,9 @@ void configure_process_threads(int threads, const DistEnv& env) {
 }
 
 // OUT: kept for a resume, removed (by rank 0) with force, refused otherwise.
-fs::path prepare_output(const ProcessSettings& s, const DistEnv& env) {
-  fs::path out = fs::absolute(s.out);
-  if (s.resume && s.force) fail(s.command, "--resume", "--resume and --force exclude each other");
+fs::path prepare_output(const ProcessSettings& s, const std::string& command, const fs::path& dir, const DistEnv& env) {
+  fs::path out = fs::absolute(dir);
+  if (s.resume && s.force) fail(command, "--resume", "--resume and --force exclude each other");
   std::error_code ec;
   if (fs::exists(out, ec) && !s.resume) {
     if (!s.force) fail(out.string(), "", "exists; pass --resume to continue the run in it, or --force to start over");
@@ -36,7 +36,7 @@ fs::path prepare_output(const ProcessSettings& s, const DistEnv& env) {
 
 }  // namespace
 
-TrainingProcess start_training_process(const ProcessSettings& s) {
+TrainingProcess start_training_process(const ProcessSettings& s, const std::string& command, const fs::path& out) {
   TrainingProcess p;
   p.env = DistEnv::from_environment();
   configure_process_threads(s.threads, p.env);
@@ -55,38 +55,45 @@ TrainingProcess start_training_process(const ProcessSettings& s) {
   if (p.env.distributed())
     p.comm = Comm::create(p.env, s.dist_backend, p.load.device,
                           std::chrono::milliseconds(int64_t(s.dist_timeout_s) * 1000));
-  p.out = prepare_output(s, p.env);
+  p.out = prepare_output(s, command, out, p.env);
   if (p.comm) p.comm->barrier();
   return p;
 }
 
-FieldSpec precision_field(const std::string& group) {
-  return field("precision", FieldSpec::Kind::String, "auto (fp32 on CPU, bf16 autocast on GPU), fp32, bf16")
-      .one_of({"auto", "fp32", "bf16"})
-      .in(group);
+Field<ProcessSettings> precision_row(const std::string& group) {
+  return member_field(field("precision", FieldSpec::Kind::String, "auto (fp32 on CPU, bf16 autocast on GPU), fp32, bf16")
+                          .one_of({"auto", "fp32", "bf16"})
+                          .in(group),
+                      &ProcessSettings::precision);
 }
 
-FieldSpec dist_backend_field(const std::string& group) {
-  return field("dist-backend", FieldSpec::Kind::String, "auto (nccl on GPU, gloo on CPU), gloo, nccl")
-      .one_of({"auto", "gloo", "nccl"})
-      .in(group);
+Field<ProcessSettings> dist_backend_row(const std::string& group) {
+  return member_field(field("dist-backend", FieldSpec::Kind::String, "auto (nccl on GPU, gloo on CPU), gloo, nccl")
+                          .one_of({"auto", "gloo", "nccl"})
+                          .in(group),
+                      &ProcessSettings::dist_backend);
 }
 
-FieldSpec dist_timeout_field(const std::string& group) {
-  return field("dist-timeout", FieldSpec::Kind::Int,
-               "Seconds a collective waits for the other ranks; then the run stops, naming those that did not "
-               "answer (a checkpoint write gets at least an hour)")
-      .in(group);
+Field<ProcessSettings> dist_timeout_row(const std::string& group) {
+  return member_field(field("dist-timeout", FieldSpec::Kind::Int,
+                            "Seconds a collective waits for the other ranks; then the run stops, naming those that "
+                            "did not answer (a checkpoint write gets at least an hour)")
+                          .in(group),
+                      &ProcessSettings::dist_timeout_s);
 }
 
-FieldSpec resume_field(const std::string& group) {
-  return field("resume", FieldSpec::Kind::Bool, "Continue the run in --out from its latest complete checkpoint")
-      .in(group)
-      .caller_owned();
+Field<ProcessSettings> resume_row(const std::string& group) {
+  return member_field(field("resume", FieldSpec::Kind::Bool, "Continue the run in --out from its latest complete checkpoint")
+                          .in(group)
+                          .caller_owned(),
+                      &ProcessSettings::resume);
 }
 
-FieldSpec force_field(const std::string& group) {
-  return field("force", FieldSpec::Kind::Bool, "Delete --out and start over").in(group).caller_owned();
+Field<ProcessSettings> force_row(const std::string& group) {
+  return member_field(field("force", FieldSpec::Kind::Bool, "Delete --out and start over").in(group).caller_owned(),
+                      &ProcessSettings::force);
 }
+
+Field<ProcessSettings> device_row() { return member_field(device_field(), &ProcessSettings::device); }
 
 }  // namespace emo

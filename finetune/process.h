@@ -18,9 +18,7 @@ namespace emo {
 inline constexpr int kDefaultDistTimeoutS = 300;
 
 struct ProcessSettings {
-  std::string command;  // "emo finetune": names the conflict of --resume and --force
   std::string device = "auto", precision = "auto", dist_backend = "auto";
-  fs::path out;
   int dist_timeout_s = kDefaultDistTimeoutS;
   bool resume = false, force = false;
   int threads = 0;  // 0: all cores, shared among one node's processes
@@ -35,14 +33,25 @@ struct TrainingProcess {
 };
 
 // Threads, logging (quiet off rank 0), device, precision, the process group, and the output
-// directory: a new run, a resumed one, or (force) a fresh start. emo::Error on a conflict.
-TrainingProcess start_training_process(const ProcessSettings& settings);
+// directory `out`: a new run, a resumed one, or (force) a fresh start. emo::Error on a
+// conflict, naming `command` ("emo finetune").
+TrainingProcess start_training_process(const ProcessSettings& settings, const std::string& command, const fs::path& out);
 
-// The rows of the settings above that finetune and pretrain share, under their headings.
-FieldSpec precision_field(const std::string& group);
-FieldSpec dist_backend_field(const std::string& group);
-FieldSpec dist_timeout_field(const std::string& group);
-FieldSpec resume_field(const std::string& group);
-FieldSpec force_field(const std::string& group);
+// The rows of the settings above that finetune and pretrain share, each under its --help
+// heading; a request holds them as its `process` part (append_fields).
+Field<ProcessSettings> precision_row(const std::string& group);
+Field<ProcessSettings> dist_backend_row(const std::string& group);
+Field<ProcessSettings> dist_timeout_row(const std::string& group);
+Field<ProcessSettings> resume_row(const std::string& group);  // the caller's (a recipe never resumes)
+Field<ProcessSettings> force_row(const std::string& group);   // the caller's
+Field<ProcessSettings> device_row();
+
+// What a training run returns to the process that started it: only rank 0 prints.
+template <class T>
+struct RankResult {
+  T result;
+  fs::path out;
+  bool rank0 = true;
+};
 
 }  // namespace emo

@@ -133,27 +133,28 @@ std::vector<Field<R>> training_fields() {
       member_field<R>(field("seed", K::Int, "Seed of the data order and of the pool draws").count().in(g), &R::seed),
       member_field<R>(field("checkpoint-activations", K::Bool, "Recompute each layer in backward").in(g),
                       &R::checkpoint_activations),
-      member_field<R>(precision_field(g), &R::precision),
-      member_field<R>(field("ce-chunk", K::Int, "Rows per chunk of the fused head + cross entropy").in(g), &R::ce_chunk),
   };
   out.insert(out.end(), rest.begin(), rest.end());
+  append_fields<R, ProcessSettings>(out, {precision_row(g)}, &R::process);
+  out.push_back(
+      member_field<R>(field("ce-chunk", K::Int, "Rows per chunk of the fused head + cross entropy").in(g), &R::ce_chunk));
   return out;
 }
 
 std::vector<Field<R>> output_fields() {
   const char* c = "Checkpoints";
   const char* d = "Distributed (torchrun / srun set the ranks)";
-  return {
+  std::vector<Field<R>> out = {
       member_field<R>(field("save-every", K::Int, "Write a checkpoint every N steps (and always at the end)").in(c),
                       &R::save_every),
       member_field<R>(field("keep-last", K::Int, "Keep only the last K checkpoints (0: all)").in(c), &R::keep_last),
-      member_field<R>(resume_field(c), &R::resume),
-      member_field<R>(force_field(c), &R::force),
-      member_field<R>(dist_backend_field(d), &R::dist_backend),
-      member_field<R>(field("zero1", K::Bool, "Shard the optimizer state over the processes (ZeRO-1)").in(d), &R::zero1),
-      member_field<R>(field("bucket-mb", K::Int, "Gradient all-reduce bucket size").count().in(d), &R::bucket_mb),
-      member_field<R>(dist_timeout_field(d), &R::dist_timeout),
   };
+  append_fields<R, ProcessSettings>(out, {resume_row(c), force_row(c), dist_backend_row(d)}, &R::process);
+  out.push_back(
+      member_field<R>(field("zero1", K::Bool, "Shard the optimizer state over the processes (ZeRO-1)").in(d), &R::zero1));
+  out.push_back(member_field<R>(field("bucket-mb", K::Int, "Gradient all-reduce bucket size").count().in(d), &R::bucket_mb));
+  append_fields<R, ProcessSettings>(out, {dist_timeout_row(d)}, &R::process);
+  return out;
 }
 
 RequestSpec<R> make_spec() {
@@ -172,7 +173,7 @@ RequestSpec<R> make_spec() {
       &R::out));
   for (auto part : {router_fields(), data_fields(), training_fields(), output_fields()})
     spec.fields.insert(spec.fields.end(), part.begin(), part.end());
-  spec.fields.push_back(member_field<R>(device_field(), &R::device));
+  append_fields<R, ProcessSettings>(spec.fields, {device_row()}, &R::process);
   return spec;
 }
 
@@ -212,7 +213,7 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.train.out = proc.out;
   p.train.save_every = r.save_every;
   p.train.keep_last = r.keep_last;
-  p.train.resume = r.resume;
+  p.train.resume = r.process.resume;
   p.device = proc.load.device;
   p.comm = proc.comm.get();
   p.argv = r.command_line;
@@ -229,15 +230,10 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
 const RequestSpec<PretrainRequest>& pretrain_request_spec() { return built_once<R, make_spec>(); }
 
 PretrainRun run_pretrain(const PretrainRequest& r) {
-  TrainingProcess proc = start_training_process(
-      {"emo pretrain", r.device, r.precision, r.dist_backend, r.out, r.dist_timeout, r.resume, r.force, r.threads});
+  TrainingProcess proc = start_training_process(r.process, "emo pretrain", r.out);
   const PretrainOptions options = pretrain_options(r, proc);
   if (proc.env.rank == 0) check_blas_speed_once();
-  PretrainRun run;
-  run.result = pretrain(options);
-  run.out = proc.out;
-  run.rank0 = proc.env.rank == 0;
-  return run;
+  return {pretrain(options), proc.out, proc.env.rank == 0};
 }
 
 }  // namespace emo

@@ -29,31 +29,24 @@ struct PretrainRequest {
   bool skip_bad = false, no_cache = false;
   // training: EMO's pretraining defaults; what the flags below do not set stays so
   TrainOptions train = PretrainOptions::default_train_options();
-  std::string schedule = "cosine", lb_scope = "global", precision = "auto";
+  std::string schedule = "cosine", lb_scope = "global";
   uint64_t seed = 0;
   bool checkpoint_activations = false;
   int64_t ce_chunk = 256;
   // checkpoints
   int64_t save_every = 0;
   int keep_last = 0;
-  bool resume = false, force = false;
   // distributed
-  std::string dist_backend = "auto";
   bool zero1 = false;
   size_t bucket_mb = 25;
-  int dist_timeout = kDefaultDistTimeoutS;
-  std::string device = "auto";
+  // device, precision, process group, resume / force, threads (the caller's)
+  ProcessSettings process;
   // the caller's
-  int threads = 0;
   fs::path data_root;  // the shipped tokenizers
   std::vector<std::string> command_line;
 };
 
-struct PretrainRun {
-  PretrainResult result;
-  fs::path out;
-  bool rank0 = true;  // false on the other ranks: they print nothing
-};
+using PretrainRun = RankResult<PretrainResult>;
 
 PretrainRun run_pretrain(const PretrainRequest& request);
 const RequestSpec<PretrainRequest>& pretrain_request_spec();
