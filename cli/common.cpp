@@ -9,6 +9,7 @@
 #include "core/model/compat.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
+#include "core/text/dataset.h"
 #include "core/util/error.h"
 #include "core/util/source_dir.h"
 
@@ -42,7 +43,7 @@ fs::path data_root() {
   return fs::path(build_source_dir()) / "data";
 }
 
-fs::path corpus_split_file(const std::string& split) { return data_root() / "corpus" / (split + ".jsonl.gz"); }
+fs::path corpus_split_file(const std::string& split) { return corpus_split_path(data_root(), split); }
 
 void print_json(const Json& j) { std::cout << j.dump(2) << std::endl; }
 void print_line(const std::string& s) { std::cout << s << std::endl; }

@@ -1,6 +1,7 @@
 #include "eval/gsm8k_request.h"
 
 #include "core/model/loaded.h"
+#include "core/text/dataset.h"
 #include "core/text/gsm8k.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -17,7 +18,7 @@ std::vector<GsmSplitItem> gsm8k_items_for(const std::string& data, const std::st
   }
   if (split != "train" && split != "valid") fail("--split", split, "expected train or valid");
   fs::path gsm = data_root / "gsm8k" / "train.jsonl";
-  fs::path corpus = data_root / "corpus" / (split + ".jsonl.gz");
+  fs::path corpus = corpus_split_path(data_root, split);
   described = gsm.string() + " ∩ " + corpus.string();
   return gsm8k_split_items(gsm.string(), corpus.string());
 }

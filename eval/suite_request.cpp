@@ -6,10 +6,11 @@
 #include "core/checkpoint/content_hash.h"
 #include "core/model/generate.h"
 #include "core/model/loaded.h"
+#include "core/text/dataset.h"
 #include "core/text/gsm8k.h"
 #include "core/util/error.h"
-#include "core/util/registry.h"
 #include "core/util/log.h"
+#include "core/util/registry.h"
 #include "eval/gsm8k_request.h"
 #include "surgery/module.h"
 #include "surgery/request_fields.h"
@@ -28,7 +29,7 @@ std::string file_stem(const std::string& path) {
 // ---- the tasks, read (and checked) before any model loads ------------------------------
 
 std::vector<TextDoc> ppl_docs(const EvalTaskData& d, const fs::path& data_root) {
-  return corpus_docs(d.corpus.empty() ? (data_root / "corpus" / "valid.jsonl.gz").string() : d.corpus, d.ppl_limit);
+  return corpus_docs(d.corpus.empty() ? corpus_split_path(data_root, "valid").string() : d.corpus, d.ppl_limit);
 }
 
 // GSM8K items and shots; `shots_flag` names the flag in an error.

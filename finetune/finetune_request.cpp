@@ -11,6 +11,7 @@
 #include "core/model/compat.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
+#include "core/text/dataset.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/registry.h"
@@ -24,7 +25,7 @@ using K = FieldSpec::Kind;
 using R = FinetuneRequest;
 
 // The shipped corpus split whose GSM8K ids --split keeps.
-fs::path corpus_split(const R& r) { return r.data_root / "corpus" / (r.split + ".jsonl.gz"); }
+fs::path corpus_split(const R& r) { return corpus_split_path(r.data_root, r.split); }
 
 // Settings that shape the trajectory: a resume must use the same ones.
 Json trajectory_settings(const R& r, const std::string& format, double lb_weight, int64_t max_length,

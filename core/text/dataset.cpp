@@ -36,4 +36,8 @@ TextDocs load_text_docs(const std::string& path, const TextFilter& f) {
   return out;
 }
 
+fs::path corpus_split_path(const fs::path& data_root, const std::string& split) {
+  return data_root / "corpus" / (split + ".jsonl.gz");
+}
+
 }  // namespace emo

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/util/fs.h"
+
 namespace emo {
 
 struct TextDoc {
@@ -29,5 +31,9 @@ struct TextDocs {
 
 // Lines without the text field are an error naming the line (or skipped with skip_bad).
 TextDocs load_text_docs(const std::string& path, const TextFilter& filter = {});
+
+// The shipped corpus's `split` ("train" or "valid") under a data folder:
+// DATA/corpus/SPLIT.jsonl.gz.
+fs::path corpus_split_path(const fs::path& data_root, const std::string& split);
 
 }  // namespace emo
