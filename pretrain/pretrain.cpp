@@ -158,8 +158,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   to.router_losses_summed_over_layers = true;
   std::unique_ptr<DocumentPoolRouter> pools;
   if (o.router == RouterKind::Emo) {
-    result.pool = o.pool.max > 0 ? o.pool : default_pool_range(config);
-    if (o.pool.max > 0 && o.pool.min <= 0) result.pool.min = default_pool_range(config).min;
+    const PoolRange defaults = default_pool_range(config, o.pool_divisor);
+    result.pool = o.pool.max > 0 ? o.pool : defaults;
+    if (o.pool.max > 0 && o.pool.min <= 0) result.pool.min = defaults.min;
     pools = std::make_unique<DocumentPoolRouter>(config, result.pool, to.seed);
     to.routing = &pools->control();
     DocumentPoolRouter* p = pools.get();

@@ -3,6 +3,8 @@
 #include "core/checkpoint/init.h"
 #include "core/model/compat.h"
 #include "core/model/runtime.h"
+#include "core/util/registry.h"
+#include "pretrain/scale.h"
 
 namespace emo {
 
@@ -50,7 +52,8 @@ std::vector<Field<R>> router_fields() {
                           .in(g),
                       &R::router),
       member_field<R>(field("pool-min", K::Int,
-                            "Smallest document pool, in routed experts (default: max(routed top-k, R/16))")
+                            "Smallest document pool, in routed experts (default: max(routed top-k, R/16), or the "
+                            "--scale's divisor)")
                           .in(g),
                       &R::pool_min),
       member_field<R>(field("pool-max", K::Int, "Largest document pool (default: all R routed experts)").in(g),
@@ -107,24 +110,37 @@ std::vector<Field<T>> schedule_tail_fields(const char* g) {
       adam_field(field("beta1", K::Float, "AdamW beta1").in(g), &AdamWOptions::beta1),
       adam_field(field("beta2", K::Float, "AdamW beta2").in(g), &AdamWOptions::beta2),
       member_field<T>(field("clip", K::Float, "Clip the global gradient norm to this (0: off)").in(g), &T::clip),
-      member_field<T>(field("lb-weight", K::Float,
-                            "Load-balancing weight (per MoE layer, summed; default allenai/EMO's 0.1). With --router "
-                            "emo, small models train better with 0.01 (docs/results/emo-tiny64.md)")
-                          .in(g),
-                      &T::lb_weight),
-      member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
-                      &T::z_weight),
   };
+}
+
+// Given, it wins over the scale's weight.
+Field<R> lb_weight_row(const char* g) {
+  return {field("lb-weight", K::Float, "Load-balancing weight (per MoE layer, summed; default: the --scale's)").in(g),
+          [](R& r, const std::vector<std::string>& v) {
+            r.train.lb_weight = field_float("lb-weight", v);
+            r.lb_weight_given = true;
+          }};
 }
 
 std::vector<Field<R>> training_fields() {
   const char* g = "Training (defaults: EMO's pretraining config)";
-  std::vector<Field<R>> out;
+  std::vector<Field<R>> out = {
+      member_field<R>(field("scale", K::String,
+                            entries_help("Settings that depend on the model's scale (a flag given wins):",
+                                         pretrain_scales()))
+                          .one_of(entry_names(pretrain_scales()))
+                          .in(g),
+                      &R::scale)};
   append_fields<R, T>(out, trainer_fields(g), &R::train);
   out.push_back(member_field<R>(
       field("schedule", K::String, "cosine, linear or constant (after the warm-up)").one_of({"linear", "cosine", "constant"}).in(g),
       &R::schedule));
   append_fields<R, T>(out, schedule_tail_fields(g), &R::train);
+  out.push_back(lb_weight_row(g));
+  append_fields<R, T>(out,
+                      {member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
+                                       &T::z_weight)},
+                      &R::train);
   const std::vector<Field<R>> rest = {
       member_field<R>(field("lb-scope", K::String, "global (counts over the whole batch) or micro")
                           .one_of({"global", "micro"})
@@ -198,10 +214,13 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.corpus.limit = r.limit;
   p.corpus.skip_bad = r.skip_bad;
   p.corpus.cache_dir = r.no_cache ? "" : (r.cache_dir.empty() ? default_cache_dir() : r.cache_dir);
+  const PretrainScale& scale = find_scale(r.scale);
   p.router = parse_router_kind(r.router);
   p.pool = {r.pool_min, r.pool_max};
+  p.pool_divisor = scale.pool_divisor;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
+  if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;
   p.train.schedule = parse_schedule(r.schedule);
   p.train.lb_scope = r.lb_scope;
   p.train.seed = r.seed;
@@ -217,7 +236,8 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.device = proc.load.device;
   p.comm = proc.comm.get();
   p.argv = r.command_line;
-  p.extra_settings = {{"device", proc.load.device.str()},
+  p.extra_settings = {{"scale", scale.name},
+                      {"device", proc.load.device.str()},
                       {"threads", at::get_num_threads()},
                       {"launcher", proc.env.launcher},
                       {"dist_backend", proc.comm ? proc.comm->backend() : "none"},

@@ -27,8 +27,11 @@ struct PretrainRequest {
   std::string text_field = "text", domain, cache_dir, tokenizer;
   size_t limit = 0;
   bool skip_bad = false, no_cache = false;
-  // training: EMO's pretraining defaults; what the flags below do not set stays so
+  // training: EMO's pretraining defaults; what the flags below do not set stays so, except
+  // what the scale (pretrain/scale.h) sets and no flag gave
+  std::string scale = "paper";
   TrainOptions train = PretrainOptions::default_train_options();
+  bool lb_weight_given = false;
   std::string schedule = "cosine", lb_scope = "global";
   uint64_t seed = 0;
   bool checkpoint_activations = false;

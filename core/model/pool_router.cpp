@@ -16,12 +16,12 @@ int64_t routed_top_k(const ModelConfig& c, const LayerSpec& s) {
 
 }  // namespace
 
-PoolRange default_pool_range(const ModelConfig& config) {
+PoolRange default_pool_range(const ModelConfig& config, int64_t divisor) {
   PoolRange r{std::numeric_limits<int64_t>::max(), 0};
   for (const LayerSpec& s : config.layers()) {
     if (s.dense()) continue;
     const int64_t R = s.num_routed();
-    r.min = std::min(r.min, std::max(routed_top_k(config, s), (R + 15) / 16));
+    r.min = std::min(r.min, std::max(routed_top_k(config, s), (R + divisor - 1) / divisor));
     r.max = std::max(r.max, R);
   }
   if (r.max == 0) fail("--router", "emo", "the model has no MoE layer");

@@ -34,8 +34,9 @@ struct PoolRange {
 };
 
 // The default range for a model, scaled from EMO's 8..128 of 127 routed experts: from
-// max(routed top-k, ceil(R / 16)) to all R routed experts.
-PoolRange default_pool_range(const ModelConfig& config);
+// max(routed top-k, ceil(R / divisor)) to all R routed experts (divisor 16: allenai/EMO's;
+// pretrain's scales, pretrain/scale.h, may ask for another).
+PoolRange default_pool_range(const ModelConfig& config, int64_t divisor = 16);
 
 // emo::Error unless every MoE layer has shared experts last (EMO) or none, and the range
 // lies within [routed top-k, R] of every layer (a pool smaller than the routed top-k would

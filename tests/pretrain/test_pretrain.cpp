@@ -120,7 +120,8 @@ TEST_CASE("emo pretrain: two Gloo processes give the one-process load-balancing 
   CHECK(prov.find("router: emo") != std::string::npos);
 }
 
-TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, and refuses bad pools and an existing OUT", "[pretrain][cli]") {
+TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, and refuses bad pools and an existing OUT",
+          "[pretrain][cli]") {
   TempDir dir;
   const std::string base = "pretrain --preset tiny --set num_hidden_layers=2 --data " + q(kCorpus) +
                            " --limit 20 --seq-len 64 --batch-size 2 --max-steps 2 --no-cache -q";
@@ -143,4 +144,22 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, and refuses bad
   // The model evaluates and routes per token like any other checkpoint.
   RunResult insp = run_emo("inspect " + q(dir / "m"));
   CHECK(insp.code == 0);
+  CHECK(read_text_file(dir / "m" / "provenance.yaml").find("lb_weight: 0.1") != std::string::npos);
+
+  // --scale small: pools from max(k, ceil(31 / 8)) and load balancing 0.01; a flag given wins.
+  RunResult small = run_emo(base + " --out " + q(dir / "s") + " --scale small --json");
+  INFO(small.err);
+  REQUIRE(small.code == 0);
+  CHECK(Json::parse(small.out)["pool"] == Json::array({4, 31}));
+  const std::string prov = read_text_file(dir / "s" / "provenance.yaml");
+  CHECK(prov.find("lb_weight: 0.01") != std::string::npos);
+  CHECK(prov.find("scale: small") != std::string::npos);
+  RunResult given = run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --json");
+  REQUIRE(given.code == 0);
+  CHECK(Json::parse(given.out)["pool"] == Json::array({6, 31}));
+  CHECK(read_text_file(dir / "g" / "provenance.yaml").find("lb_weight: 0.05") != std::string::npos);
+  RunResult unknown = run_emo(base + " --out " + q(dir / "u") + " --scale huge");
+  CHECK(unknown.code != 0);
+  CHECK(unknown.err.find("huge") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "u"));
 }
