@@ -16,6 +16,7 @@
 #include "core/util/log.h"
 #include "core/util/registry.h"
 #include "finetune/data.h"
+#include "finetune/train_fields.h"
 
 namespace emo {
 
@@ -30,12 +31,13 @@ fs::path corpus_split(const R& r) { return corpus_split_path(r.data_root, r.spli
 // Settings that shape the trajectory: a resume must use the same ones.
 Json trajectory_settings(const R& r, const std::string& format, double lb_weight, int64_t max_length,
                          int64_t seq_len) {
-  Json s = {{"format", format},         {"train", r.train},           {"batch_size", r.batch_size},
-            {"epochs", r.epochs},       {"max_steps", r.max_steps},   {"lr", r.lr},
-            {"schedule", r.schedule},   {"warmup_ratio", r.warmup_ratio}, {"warmup_steps", r.warmup_steps},
-            {"final_lr_ratio", r.final_lr_ratio}, {"weight_decay", r.weight_decay}, {"decay_all", r.decay_all},
-            {"beta1", r.beta1},         {"beta2", r.beta2},           {"adam_eps", r.adam_eps},
-            {"clip", r.clip},           {"lb_weight", lb_weight},     {"z_loss_weight", r.z_weight},
+  const TrainOptions& t = r.trainer;
+  Json s = {{"format", format},         {"train", r.train},           {"batch_size", t.batch_size},
+            {"epochs", t.epochs},       {"max_steps", t.max_steps},   {"lr", t.lr},
+            {"schedule", r.schedule},   {"warmup_ratio", t.warmup_ratio}, {"warmup_steps", t.warmup_steps},
+            {"final_lr_ratio", t.final_lr_ratio}, {"weight_decay", t.adam.weight_decay}, {"decay_all", t.decay_all},
+            {"beta1", t.adam.beta1},    {"beta2", t.adam.beta2},      {"adam_eps", t.adam.eps},
+            {"clip", t.clip},           {"lb_weight", lb_weight},     {"z_loss_weight", r.z_weight},
             {"lb_scope", r.lb_scope},   {"seed", r.seed},             {"shuffle", !r.no_shuffle},
             {"drop_last", r.drop_last}, {"limit", r.limit},           {"skip_bad", r.skip_bad},
             {"experts", r.experts},     {"precision", r.process.precision}};
@@ -127,26 +129,12 @@ std::unique_ptr<TrainData> load_data(const R& r, const std::string& format, cons
 }
 
 TrainOptions train_options(const R& r, const TrainingProcess& proc, double lb_weight) {
-  TrainOptions to;
+  TrainOptions to = r.trainer;
   to.mode = &find_train_mode(r.train);
-  to.batch_size = r.batch_size;
-  to.micro_batch = r.micro_batch;
-  to.max_steps = r.max_steps;
-  to.epochs = r.epochs;
   to.shuffle = !r.no_shuffle;
   to.drop_last = r.drop_last;
   to.seed = r.seed;
-  to.lr = r.lr;
   to.schedule = parse_schedule(r.schedule);
-  to.warmup_ratio = r.warmup_ratio;
-  to.warmup_steps = r.warmup_steps;
-  to.final_lr_ratio = r.final_lr_ratio;
-  to.adam.beta1 = r.beta1;
-  to.adam.beta2 = r.beta2;
-  to.adam.eps = r.adam_eps;
-  to.adam.weight_decay = r.weight_decay;
-  to.clip = r.clip;
-  to.decay_all = r.decay_all;
   to.lb_weight = lb_weight;
   to.z_weight = r.z_weight;
   to.lb_scope = r.lb_scope;
@@ -169,7 +157,7 @@ Json recorded_settings(const R& r, const Json& trajectory, const TrainOptions& t
   all["model"] = r.model;
   all["data"] = r.data;
   all["out"] = r.out.string();
-  all["micro_batch_size"] = r.micro_batch;
+  all["micro_batch_size"] = r.trainer.micro_batch;
   all["checkpoint_activations"] = r.checkpoint_activations;
   all["save_every"] = r.save_every;
   all["keep_last"] = r.keep_last;
@@ -251,31 +239,14 @@ std::vector<Field<R>> training_fields() {
                           .reads()
                           .in(g),
                       &R::train_experts),
-      member_field<R>(field("batch-size", K::Int, "Sequences per optimizer step, over all processes").in(g),
-                      &R::batch_size),
-      member_field<R>(field("micro-batch-size", K::Int,
-                            "Sequences per forward pass on one process (gradient accumulation; default: all of its "
-                            "share)")
-                          .in(g),
-                      &R::micro_batch),
-      member_field<R>(field("epochs", K::Float, "Passes over the data (fractions allowed)").in(g), &R::epochs),
-      member_field<R>(field("max-steps", K::Int, "Optimizer steps (wins over --epochs)").in(g), &R::max_steps),
-      member_field<R>(field("lr", K::Float, "Peak learning rate").in(g), &R::lr),
-      member_field<R>(field("schedule", K::String, "linear, cosine or constant (after the warm-up)")
-                          .one_of({"linear", "cosine", "constant"})
-                          .in(g),
-                      &R::schedule),
-      member_field<R>(field("warmup-ratio", K::Float, "Warm-up as a fraction of the steps").in(g), &R::warmup_ratio),
-      member_field<R>(field("warmup-steps", K::Int, "Warm-up steps (wins over --warmup-ratio)").in(g),
-                      &R::warmup_steps),
-      member_field<R>(field("final-lr-ratio", K::Float, "Learning rate at the end, as a fraction of the peak").in(g),
-                      &R::final_lr_ratio),
-      member_field<R>(field("weight-decay", K::Float, "AdamW decoupled weight decay").in(g), &R::weight_decay),
-      member_field<R>(field("decay-all", K::Bool, "Also decay norms, embeddings and biases").in(g), &R::decay_all),
-      member_field<R>(field("beta1", K::Float, "AdamW beta1").in(g), &R::beta1),
-      member_field<R>(field("beta2", K::Float, "AdamW beta2").in(g), &R::beta2),
-      member_field<R>(field("adam-eps", K::Float, "AdamW epsilon").in(g), &R::adam_eps),
-      member_field<R>(field("clip", K::Float, "Clip the global gradient norm to this (0: off)").in(g), &R::clip),
+  };
+  append_fields<R, TrainOptions>(out, batch_rows(g), &R::trainer);
+  out.push_back(member_field<R>(field("schedule", K::String, "linear, cosine or constant (after the warm-up)")
+                                    .one_of({"linear", "cosine", "constant"})
+                                    .in(g),
+                                &R::schedule));
+  append_fields<R, TrainOptions>(out, optimizer_rows(g), &R::trainer);
+  const std::vector<Field<R>> rest = {
       member_field<R>(field("lb-weight", K::Float,
                             "Load-balancing loss weight (default: the config's router_aux_loss_coef)")
                           .in(g),
@@ -295,6 +266,7 @@ std::vector<Field<R>> training_fields() {
                           .in(g),
                       &R::checkpoint_activations),
   };
+  out.insert(out.end(), rest.begin(), rest.end());
   append_fields<R, ProcessSettings>(out, {precision_row(g)}, &R::process);
   out.push_back(
       member_field<R>(field("ce-chunk", K::Int, "Rows per chunk of the fused head + cross entropy").in(g), &R::ce_chunk));

@@ -31,14 +31,13 @@ struct FinetuneRequest {
   std::string cache_dir, tokenizer;
   // training
   std::string train = "all", train_experts;
-  int64_t batch_size = 32, micro_batch = 0, max_steps = 0, warmup_steps = -1, ce_chunk = 256;
-  double epochs = 1.0, lr = 5e-5, warmup_ratio = 0.1, final_lr_ratio = 0.0, weight_decay = 0.0;
-  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, clip = 1.0;
+  TrainOptions trainer;  // batch, steps, learning rate, AdamW, clip (finetune/train_fields.h); its defaults
+  int64_t ce_chunk = 256;
   double lb_weight = NAN;  // NaN: the config's router_aux_loss_coef
   double z_weight = 0.0;
   std::string schedule = "linear", lb_scope = "global";
   uint64_t seed = 0;
-  bool decay_all = false, no_shuffle = false, drop_last = false, checkpoint_activations = false;
+  bool no_shuffle = false, drop_last = false, checkpoint_activations = false;
   // checkpoints
   int64_t save_every = 0;
   int keep_last = 0;

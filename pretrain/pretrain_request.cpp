@@ -4,6 +4,7 @@
 #include "core/model/compat.h"
 #include "core/model/runtime.h"
 #include "core/util/registry.h"
+#include "finetune/train_fields.h"
 #include "pretrain/scale.h"
 
 namespace emo {
@@ -13,12 +14,6 @@ namespace {
 using K = FieldSpec::Kind;
 using R = PretrainRequest;
 using T = TrainOptions;
-
-// A row setting one of the trainer's AdamW settings (TrainOptions::adam).
-Field<T> adam_field(FieldSpec spec, double AdamWOptions::*member) {
-  const std::string key = spec.key;
-  return {std::move(spec), [key, member](T& t, const std::vector<std::string>& v) { t.adam.*member = field_float(key, v); }};
-}
 
 std::vector<Field<R>> model_fields() {
   const char* g = "Model (one of)";
@@ -87,32 +82,6 @@ std::vector<Field<R>> data_fields() {
   };
 }
 
-// The trainer's settings a pretraining run may change; their defaults are EMO's.
-std::vector<Field<T>> trainer_fields(const char* g) {
-  return {
-      member_field<T>(field("batch-size", K::Int, "Sequences per optimizer step, over all processes").in(g),
-                      &T::batch_size),
-      member_field<T>(field("micro-batch-size", K::Int, "Sequences per forward pass on one process").in(g),
-                      &T::micro_batch),
-      member_field<T>(field("max-steps", K::Int, "Optimizer steps (wins over --epochs)").in(g), &T::max_steps),
-      member_field<T>(field("epochs", K::Float, "Passes over the data").in(g), &T::epochs),
-      member_field<T>(field("lr", K::Float, "Peak learning rate").in(g), &T::lr),
-  };
-}
-
-std::vector<Field<T>> schedule_tail_fields(const char* g) {
-  return {
-      member_field<T>(field("warmup-ratio", K::Float, "Warm-up as a fraction of the steps").in(g), &T::warmup_ratio),
-      member_field<T>(field("warmup-steps", K::Int, "Warm-up steps (wins over --warmup-ratio)").in(g), &T::warmup_steps),
-      member_field<T>(field("final-lr-ratio", K::Float, "Learning rate at the end, as a fraction of the peak").in(g),
-                      &T::final_lr_ratio),
-      adam_field(field("weight-decay", K::Float, "AdamW decoupled weight decay").in(g), &AdamWOptions::weight_decay),
-      adam_field(field("beta1", K::Float, "AdamW beta1").in(g), &AdamWOptions::beta1),
-      adam_field(field("beta2", K::Float, "AdamW beta2").in(g), &AdamWOptions::beta2),
-      member_field<T>(field("clip", K::Float, "Clip the global gradient norm to this (0: off)").in(g), &T::clip),
-  };
-}
-
 // Given, it wins over the scale's weight.
 Field<R> lb_weight_row(const char* g) {
   return {field("lb-weight", K::Float, "Load-balancing weight (per MoE layer, summed; default: the --scale's)").in(g),
@@ -131,11 +100,11 @@ std::vector<Field<R>> training_fields() {
                           .one_of(entry_names(pretrain_scales()))
                           .in(g),
                       &R::scale)};
-  append_fields<R, T>(out, trainer_fields(g), &R::train);
+  append_fields<R, T>(out, batch_rows(g), &R::train);
   out.push_back(member_field<R>(
       field("schedule", K::String, "cosine, linear or constant (after the warm-up)").one_of({"linear", "cosine", "constant"}).in(g),
       &R::schedule));
-  append_fields<R, T>(out, schedule_tail_fields(g), &R::train);
+  append_fields<R, T>(out, optimizer_rows(g), &R::train);
   out.push_back(lb_weight_row(g));
   append_fields<R, T>(out,
                       {member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
