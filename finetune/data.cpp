@@ -280,6 +280,11 @@ std::string default_cache_dir() {
   return "";
 }
 
+std::string token_cache_dir(const std::string& given, bool no_cache) {
+  if (no_cache) return "";
+  return given.empty() ? default_cache_dir() : given;
+}
+
 std::unique_ptr<TrainData> load_corpus(const std::string& path, const Tokenizer& tok, int32_t eos,
                                        const CorpusOptions& o) {
   if (o.seq_len < 2) fail("--seq-len", std::to_string(o.seq_len), "must be at least 2");

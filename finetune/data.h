@@ -96,6 +96,10 @@ std::unique_ptr<TrainData> load_corpus(const std::string& path, const Tokenizer&
 // The token cache location: $EMO_CACHE, else $XDG_CACHE_HOME/emo, else ~/.cache/emo.
 std::string default_cache_dir();
 
+// CorpusOptions::cache_dir from the --cache-dir / --no-cache flags: "" with no_cache, the
+// given directory, else default_cache_dir().
+std::string token_cache_dir(const std::string& given, bool no_cache);
+
 // ---- order ---------------------------------------------------------------------------
 
 class BatchOrder {

@@ -113,7 +113,7 @@ std::unique_ptr<TrainData> load_data(const R& r, const std::string& format, cons
     co.seq_len = seq_len;
     co.limit = r.limit;
     co.skip_bad = r.skip_bad;
-    co.cache_dir = r.no_cache ? "" : (r.cache_dir.empty() ? default_cache_dir() : r.cache_dir);
+    co.cache_dir = token_cache_dir(r.cache_dir, r.no_cache);
     return load_corpus(r.data, tok, eos, co);
   }
   SftOptions so;

@@ -182,7 +182,7 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.corpus.seq_len = r.seq_len;
   p.corpus.limit = r.limit;
   p.corpus.skip_bad = r.skip_bad;
-  p.corpus.cache_dir = r.no_cache ? "" : (r.cache_dir.empty() ? default_cache_dir() : r.cache_dir);
+  p.corpus.cache_dir = token_cache_dir(r.cache_dir, r.no_cache);
   const PretrainScale& scale = find_scale(r.scale);
   p.router = parse_router_kind(r.router);
   p.pool = {r.pool_min, r.pool_max};
