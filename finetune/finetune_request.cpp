@@ -34,7 +34,7 @@ Json trajectory_settings(const R& r, const std::string& format, double lb_weight
   const TrainOptions& t = r.trainer;
   Json s = {{"format", format},         {"train", r.train},           {"batch_size", t.batch_size},
             {"epochs", t.epochs},       {"max_steps", t.max_steps},   {"lr", t.lr},
-            {"schedule", r.schedule},   {"warmup_ratio", t.warmup_ratio}, {"warmup_steps", t.warmup_steps},
+            {"schedule", schedule_name(t.schedule)}, {"warmup_ratio", t.warmup_ratio}, {"warmup_steps", t.warmup_steps},
             {"final_lr_ratio", t.final_lr_ratio}, {"weight_decay", t.adam.weight_decay}, {"decay_all", t.decay_all},
             {"beta1", t.adam.beta1},    {"beta2", t.adam.beta2},      {"adam_eps", t.adam.eps},
             {"clip", t.clip},           {"lb_weight", lb_weight},     {"z_loss_weight", r.z_weight},
@@ -134,7 +134,6 @@ TrainOptions train_options(const R& r, const TrainingProcess& proc, double lb_we
   to.shuffle = !r.no_shuffle;
   to.drop_last = r.drop_last;
   to.seed = r.seed;
-  to.schedule = parse_schedule(r.schedule);
   to.lb_weight = lb_weight;
   to.z_weight = r.z_weight;
   to.lb_scope = r.lb_scope;
@@ -240,12 +239,7 @@ std::vector<Field<R>> training_fields() {
                           .in(g),
                       &R::train_experts),
   };
-  append_fields<R, TrainOptions>(out, batch_rows(g), &R::trainer);
-  out.push_back(member_field<R>(field("schedule", K::String, "linear, cosine or constant (after the warm-up)")
-                                    .one_of({"linear", "cosine", "constant"})
-                                    .in(g),
-                                &R::schedule));
-  append_fields<R, TrainOptions>(out, optimizer_rows(g), &R::trainer);
+  append_fields<R, TrainOptions>(out, trainer_rows(g), &R::trainer);
   const std::vector<Field<R>> rest = {
       member_field<R>(field("lb-weight", K::Float,
                             "Load-balancing loss weight (default: the config's router_aux_loss_coef)")

@@ -31,11 +31,11 @@ struct FinetuneRequest {
   std::string cache_dir, tokenizer;
   // training
   std::string train = "all", train_experts;
-  TrainOptions trainer;  // batch, steps, learning rate, AdamW, clip (finetune/train_fields.h); its defaults
+  TrainOptions trainer;  // batch, steps, learning rate, schedule, AdamW, clip (finetune/train_fields.h); its defaults
   int64_t ce_chunk = 256;
   double lb_weight = NAN;  // NaN: the config's router_aux_loss_coef
   double z_weight = 0.0;
-  std::string schedule = "linear", lb_scope = "global";
+  std::string lb_scope = "global";
   uint64_t seed = 0;
   bool no_shuffle = false, drop_last = false, checkpoint_activations = false;
   // checkpoints

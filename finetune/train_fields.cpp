@@ -1,5 +1,7 @@
 #include "finetune/train_fields.h"
 
+#include "finetune/optim.h"
+
 namespace emo {
 
 namespace {
@@ -15,7 +17,7 @@ Field<T> adam_row(FieldSpec spec, double AdamWOptions::*member) {
 
 }  // namespace
 
-std::vector<Field<T>> batch_rows(const char* g) {
+std::vector<Field<T>> trainer_rows(const char* g) {
   return {
       member_field<T>(field("batch-size", K::Int, "Sequences per optimizer step, over all processes").in(g),
                       &T::batch_size),
@@ -27,11 +29,10 @@ std::vector<Field<T>> batch_rows(const char* g) {
       member_field<T>(field("max-steps", K::Int, "Optimizer steps (wins over --epochs)").in(g), &T::max_steps),
       member_field<T>(field("epochs", K::Float, "Passes over the data (fractions allowed)").in(g), &T::epochs),
       member_field<T>(field("lr", K::Float, "Peak learning rate").in(g), &T::lr),
-  };
-}
-
-std::vector<Field<T>> optimizer_rows(const char* g) {
-  return {
+      {field("schedule", K::String, "linear, cosine or constant (after the warm-up)")
+           .one_of({"linear", "cosine", "constant"})
+           .in(g),
+       [](T& t, const std::vector<std::string>& v) { t.schedule = parse_schedule(field_text("schedule", v)); }},
       member_field<T>(field("warmup-ratio", K::Float, "Warm-up as a fraction of the steps").in(g), &T::warmup_ratio),
       member_field<T>(field("warmup-steps", K::Int, "Warm-up steps (wins over --warmup-ratio)").in(g), &T::warmup_steps),
       member_field<T>(field("final-lr-ratio", K::Float, "Learning rate at the end, as a fraction of the peak").in(g),

@@ -10,11 +10,8 @@
 
 namespace emo {
 
-// batch-size, micro-batch-size, max-steps, epochs, lr
-std::vector<Field<TrainOptions>> batch_rows(const char* group);
-
-// After the schedule: warmup-ratio, warmup-steps, final-lr-ratio, the AdamW settings
-// (weight-decay, decay-all, beta1, beta2, adam-eps) and clip.
-std::vector<Field<TrainOptions>> optimizer_rows(const char* group);
+// batch-size, micro-batch-size, max-steps, epochs, lr, schedule, warmup-ratio, warmup-steps,
+// final-lr-ratio, the AdamW settings (weight-decay, decay-all, beta1, beta2, adam-eps) and clip.
+std::vector<Field<TrainOptions>> trainer_rows(const char* group);
 
 }  // namespace emo

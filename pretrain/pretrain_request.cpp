@@ -100,11 +100,7 @@ std::vector<Field<R>> training_fields() {
                           .one_of(entry_names(pretrain_scales()))
                           .in(g),
                       &R::scale)};
-  append_fields<R, T>(out, batch_rows(g), &R::train);
-  out.push_back(member_field<R>(
-      field("schedule", K::String, "cosine, linear or constant (after the warm-up)").one_of({"linear", "cosine", "constant"}).in(g),
-      &R::schedule));
-  append_fields<R, T>(out, optimizer_rows(g), &R::train);
+  append_fields<R, T>(out, trainer_rows(g), &R::train);
   out.push_back(lb_weight_row(g));
   append_fields<R, T>(out,
                       {member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
@@ -190,7 +186,6 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
   if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;
-  p.train.schedule = parse_schedule(r.schedule);
   p.train.lb_scope = r.lb_scope;
   p.train.seed = r.seed;
   p.train.checkpoint_layers = r.checkpoint_activations;

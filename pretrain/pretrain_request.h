@@ -32,7 +32,7 @@ struct PretrainRequest {
   std::string scale = "paper";
   TrainOptions train = PretrainOptions::default_train_options();
   bool lb_weight_given = false;
-  std::string schedule = "cosine", lb_scope = "global";
+  std::string lb_scope = "global";
   uint64_t seed = 0;
   bool checkpoint_activations = false;
   int64_t ce_chunk = 256;
