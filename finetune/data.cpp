@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/io/jsonl.h"
@@ -341,6 +342,7 @@ std::unique_ptr<TrainData> load_corpus(const std::string& path, const Tokenizer&
     if (e - b > T) ++longer;
     if (b / T != (e - 1) / T) ++split;
   }
+  d->stats["format"] = "text";
   d->stats["seq_len"] = T;
   d->stats["sequences"] = seqs;
   d->stats["dropped_tail_tokens"] = n - seqs * T;
@@ -401,6 +403,61 @@ std::vector<size_t> rank_share(const std::vector<size_t>& global, int rank, int 
 }
 
 // ---- batches -------------------------------------------------------------------------
+
+namespace {
+
+class ConcatData : public TrainData {
+ public:
+  // counts[s]: source s's examples per epoch (its size times its weight).
+  ConcatData(std::vector<std::unique_ptr<TrainData>> sources, const std::vector<size_t>& counts)
+      : sources_(std::move(sources)) {
+    for (size_t c : counts) starts_.push_back(size_), size_ += c;
+  }
+  size_t size() const override { return size_; }
+  Sequence get(size_t i) const override { return source(i).get(local(i)); }
+  int64_t length(size_t i) const override { return source(i).length(local(i)); }
+  int64_t target_tokens(size_t i) const override { return source(i).target_tokens(local(i)); }
+  int64_t label_tokens(size_t i) const override { return source(i).label_tokens(local(i)); }
+
+ private:
+  // The source holding global index i: the last one starting at or before it.
+  size_t index(size_t i) const { return size_t(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1; }
+  const TrainData& source(size_t i) const { return *sources_[index(i)]; }
+  // Index i inside its source: a weight above 1 comes round to the source's start again.
+  size_t local(size_t i) const {
+    const size_t s = index(i);
+    return (i - starts_[s]) % sources_[s]->size();
+  }
+  std::vector<std::unique_ptr<TrainData>> sources_;
+  std::vector<size_t> starts_;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainData> concat_data(std::vector<std::unique_ptr<TrainData>> sources,
+                                       const std::vector<double>& weights) {
+  if (!weights.empty() && weights.size() != sources.size())
+    fail("--data-weight", "", "give one weight per --data (", sources.size(), "); got ", weights.size());
+  if (sources.size() == 1 && weights.empty()) return std::move(sources[0]);
+  std::string kind = sources.empty() ? "" : sources[0]->kind;
+  Json stats = Json::array();
+  std::vector<size_t> counts;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const double w = weights.empty() ? 1.0 : weights[i];
+    if (!(w > 0) || !std::isfinite(w)) fail("--data-weight", cat(w), "must be a positive number");
+    counts.push_back(size_t(std::llround(w * double(sources[i]->size()))));
+    if (sources[i]->kind != kind) kind = "mixed";
+    Json st = sources[i]->stats;
+    st["weight"] = w;
+    st["examples_per_epoch"] = counts.back();
+    stats.push_back(st);
+  }
+  auto d = std::make_unique<ConcatData>(std::move(sources), counts);
+  d->kind = kind;
+  d->stats = {{"sources", stats}};
+  return d;
+}
 
 MicroBatch collate(const std::vector<Sequence>& seqs, int64_t pad_id, bool lb_on_labels, torch::Device device) {
   MicroBatch mb;

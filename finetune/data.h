@@ -100,6 +100,18 @@ std::string default_cache_dir();
 // given directory, else default_cache_dir().
 std::string token_cache_dir(const std::string& given, bool no_cache);
 
+// ---- several sources -----------------------------------------------------------------
+
+// Several datasets as one (`emo finetune --data A --data B`): their examples one after the
+// other, so an epoch visits each example of each source once and BatchOrder's shuffle mixes
+// them; a source's share of a batch is its share of the examples. A weight w makes a source
+// count w times its size per epoch: 2 visits each example twice, 0.5 its first half (file
+// order; the shuffle still mixes them). SFT examples and packed text sequences may share a
+// batch (collate pads). `kind` is the sources' kind when they agree, else "mixed"; `stats`
+// lists each source's under "sources", with its weight and examples per epoch.
+std::unique_ptr<TrainData> concat_data(std::vector<std::unique_ptr<TrainData>> sources,
+                                       const std::vector<double>& weights = {});
+
 // ---- order ---------------------------------------------------------------------------
 
 class BatchOrder {

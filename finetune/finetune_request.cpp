@@ -28,11 +28,42 @@ using R = FinetuneRequest;
 // The shipped corpus split whose GSM8K ids --split keeps.
 fs::path corpus_split(const R& r) { return corpus_split_path(r.data_root, r.split); }
 
+// One training source: a --data file and its format (detected when --format is auto).
+struct Source {
+  std::string path, format;
+};
+
+// --data with their formats: one --format per --data, one for all, or none (auto).
+std::vector<Source> data_sources(const R& r) {
+  if (r.format.size() > 1 && r.format.size() != r.data.size())
+    fail("--format", "", "give one format for all --data or one per --data (", r.data.size(), "); got ",
+         r.format.size());
+  std::vector<Source> out;
+  for (size_t i = 0; i < r.data.size(); ++i) {
+    const std::string f = r.format.empty() ? "auto" : r.format[r.format.size() == 1 ? 0 : i];
+    out.push_back({r.data[i], f == "auto" ? detect_format(r.data[i]) : f});
+  }
+  return out;
+}
+
+bool any_source(const std::vector<Source>& sources, bool text) {
+  return std::any_of(sources.begin(), sources.end(), [&](const Source& s) { return (s.format == "text") == text; });
+}
+
+// One source's value as a string (the settings of a one-source run read as they always
+// have), several as a list.
+Json one_or_list(const std::vector<Source>& sources, std::string Source::*member) {
+  if (sources.size() == 1) return sources[0].*member;
+  Json list = Json::array();
+  for (const auto& s : sources) list.push_back(s.*member);
+  return list;
+}
+
 // Settings that shape the trajectory: a resume must use the same ones.
-Json trajectory_settings(const R& r, const std::string& format, double lb_weight, int64_t max_length,
+Json trajectory_settings(const R& r, const std::vector<Source>& sources, double lb_weight, int64_t max_length,
                          int64_t seq_len) {
   const TrainOptions& t = r.trainer;
-  Json s = {{"format", format},         {"train", r.train},           {"batch_size", t.batch_size},
+  Json s = {{"format", one_or_list(sources, &Source::format)},         {"train", r.train},           {"batch_size", t.batch_size},
             {"epochs", t.epochs},       {"max_steps", t.max_steps},   {"lr", t.lr},
             {"schedule", schedule_name(t.schedule)}, {"warmup_ratio", t.warmup_ratio}, {"warmup_steps", t.warmup_steps},
             {"final_lr_ratio", t.final_lr_ratio}, {"weight_decay", t.adam.weight_decay}, {"decay_all", t.decay_all},
@@ -42,15 +73,18 @@ Json trajectory_settings(const R& r, const std::string& format, double lb_weight
             {"drop_last", r.drop_last}, {"limit", r.limit},           {"skip_bad", r.skip_bad},
             {"experts", r.experts},     {"precision", r.process.precision}};
   if (!r.train_experts.empty()) s["train_experts"] = r.train_experts;  // only when given: cache keys stay
-  if (format == "text") {
+  if (!r.data_weight.empty()) s["data_weight"] = r.data_weight;      // the same
+  if (any_source(sources, true)) {
     s["seq_len"] = seq_len;
     s["text_field"] = r.text_field;
     s["domain"] = r.domain;
-  } else {
+  }
+  if (any_source(sources, false)) {
     s["max_length"] = max_length;
     s["prompt_template"] = r.prompt_template;
     s["completion_template"] = r.completion_template;
-    if (format == "gsm8k") s["shots"] = int(r.shots);
+    for (const auto& src : sources)
+      if (src.format == "gsm8k") s["shots"] = int(r.shots);
     if (!r.split.empty()) s["split"] = r.split;  // only when given: older outputs keep their cache keys
   }
   return s;
@@ -102,10 +136,21 @@ std::pair<int64_t, int64_t> sequence_lengths(const R& r, const ModelConfig& conf
   return {max_length, seq_len};
 }
 
-std::unique_ptr<TrainData> load_data(const R& r, const std::string& format, const Tokenizer& tok, int32_t eos,
-                                     int64_t max_length, int64_t seq_len) {
-  if (!r.split.empty() && format != "gsm8k")
-    fail("--split", r.split, "selects GSM8K items: it needs --format gsm8k (", r.data, " reads as ", format, ")");
+// --split selects GSM8K items: some source must read as gsm8k (it applies to those only).
+void check_split(const R& r, const std::vector<Source>& sources) {
+  if (r.split.empty()) return;
+  std::string read_as;
+  for (const auto& s : sources) {
+    if (s.format == "gsm8k") return;
+    read_as += cat(read_as.empty() ? "" : ", ", s.path, " reads as ", s.format);
+  }
+  fail("--split", r.split, "selects GSM8K items: it needs --format gsm8k (", read_as, ")");
+}
+
+// One source's examples: the text options apply to text sources, the SFT ones to the rest.
+std::unique_ptr<TrainData> load_source(const R& r, const Source& src, const Tokenizer& tok, int32_t eos,
+                                       int64_t max_length, int64_t seq_len) {
+  const std::string& format = src.format;
   if (format == "text") {
     CorpusOptions co;
     co.text_field = r.text_field;
@@ -114,7 +159,7 @@ std::unique_ptr<TrainData> load_data(const R& r, const std::string& format, cons
     co.limit = r.limit;
     co.skip_bad = r.skip_bad;
     co.cache_dir = token_cache_dir(r.cache_dir, r.no_cache);
-    return load_corpus(r.data, tok, eos, co);
+    return load_corpus(src.path, tok, eos, co);
   }
   SftOptions so;
   so.format = format;
@@ -124,8 +169,28 @@ std::unique_ptr<TrainData> load_data(const R& r, const std::string& format, cons
   so.max_length = max_length;
   so.skip_bad = r.skip_bad;
   so.limit = r.limit;
-  if (!r.split.empty()) so.only_lines = split_lines(r.data, corpus_split(r));
-  return load_sft(r.data, tok, eos, so);
+  if (!r.split.empty() && format == "gsm8k") so.only_lines = split_lines(src.path, corpus_split(r));
+  return load_sft(src.path, tok, eos, so);
+}
+
+// Every source's examples, as one dataset; each source's counts go to the log.
+std::unique_ptr<TrainData> load_data(const R& r, const std::vector<Source>& sources, const Tokenizer& tok,
+                                     int32_t eos, int64_t max_length, int64_t seq_len, bool log) {
+  check_split(r, sources);
+  std::vector<std::unique_ptr<TrainData>> parts;
+  for (const auto& src : sources) {
+    parts.push_back(load_source(r, src, tok, eos, max_length, seq_len));
+    if (log) log_info(src.path, ": ", parts.back()->stats.dump());
+  }
+  return concat_data(std::move(parts), r.data_weight);
+}
+
+// The data's hash a resume checks: the file's, or for several the hash of their hashes.
+std::string combined_hash(const std::vector<std::string>& hashes) {
+  if (hashes.size() == 1) return hashes[0];
+  std::string joined;
+  for (const auto& h : hashes) joined += h + "\n";
+  return "sha256:" + sha256_hex(joined);
 }
 
 TrainOptions train_options(const R& r, const TrainingProcess& proc, double lb_weight) {
@@ -151,10 +216,11 @@ TrainOptions train_options(const R& r, const TrainingProcess& proc, double lb_we
 }
 
 // provenance.yaml's settings: the trajectory's, then where things are and how it ran.
-Json recorded_settings(const R& r, const Json& trajectory, const TrainOptions& to, const TrainingProcess& proc) {
+Json recorded_settings(const R& r, const std::vector<Source>& sources, const Json& trajectory, const TrainOptions& to,
+                       const TrainingProcess& proc) {
   Json all = trajectory;
   all["model"] = r.model;
-  all["data"] = r.data;
+  all["data"] = one_or_list(sources, &Source::path);
   all["out"] = r.out.string();
   all["micro_batch_size"] = r.trainer.micro_batch;
   all["checkpoint_activations"] = r.checkpoint_activations;
@@ -172,9 +238,9 @@ Json recorded_settings(const R& r, const Json& trajectory, const TrainOptions& t
 }
 
 void add_inputs(Provenance& prov, const R& r, const Checkpoint& ck, const std::string& parent_hash,
-                const std::string& data_hash, const std::string& tok_path) {
+                const std::vector<std::string>& data_hashes, const std::string& tok_path) {
   prov.add_parent("model", ck.dir(), parent_hash);
-  prov.add_input("data", fs::absolute(r.data).string(), data_hash);
+  for (size_t i = 0; i < r.data.size(); ++i) prov.add_input("data", fs::absolute(r.data[i]).string(), data_hashes[i]);
   prov.add_input("tokenizer", fs::absolute(tok_path).string(), hash_file(tok_path));
   if (!r.train_experts.empty())
     prov.add_input("train_experts", fs::absolute(r.train_experts).string(), hash_file(experts_file(r.train_experts)));
@@ -186,12 +252,21 @@ void add_inputs(Provenance& prov, const R& r, const Checkpoint& ck, const std::s
 std::vector<Field<R>> data_fields() {
   const char* g = "Data";
   return {
-      member_field<R>(field("format", K::String,
-                            "auto, gsm8k ({question, answer}), prompt-completion, instruction ({instruction, input, "
-                            "output}), text (causal LM on {text})")
-                          .one_of({"auto", "gsm8k", "prompt-completion", "instruction", "text"})
-                          .in(g),
-                      &R::format),
+      {field("format", K::List,
+             "auto, gsm8k ({question, answer}), prompt-completion, instruction ({instruction, input, output}), text "
+             "(causal LM on {text}); one for all --data or one per --data, in their order")
+           .one_of({"auto", "gsm8k", "prompt-completion", "instruction", "text"})
+           .in(g),
+       [](R& r, const std::vector<std::string>& v) { r.format = v; }},
+      {field("data-weight", K::List,
+             "One per --data: a source's examples per epoch as a multiple of its size (2: each twice; 0.5: its "
+             "first half), which sets its share of every batch (default 1)")
+           .comma_list()
+           .in(g),
+       [](R& r, const std::vector<std::string>& v) {
+         r.data_weight.clear();
+         for (const auto& w : split_items(v)) r.data_weight.push_back(field_float("data-weight", {w}));
+       }},
       member_field<R>(field("shots", K::Int, "gsm8k: in-context examples before each question (default: the paper's 8)")
                           .in(g),
                       &R::shots),
@@ -309,7 +384,12 @@ RequestSpec<R> make_spec() {
   spec.fields = {
       member_field<R>(field("model", K::String, "Checkpoint to train (a full model or an extracted module)").must().reads(),
                       &R::model),
-      member_field<R>(field("data", K::String, "JSONL(.gz) training data").must().reads(), &R::data),
+      {field("data", K::List,
+             "JSONL(.gz) training data; repeat to train on several together (their examples shuffled into one "
+             "epoch; each source's options: --split and --shots for gsm8k, --domain and --seq-len for text)")
+           .must()
+           .reads(),
+       [](R& r, const std::vector<std::string>& v) { r.data = v; }},
       member_field<R>(field("out", K::String, "Output directory: the finetuned model, metrics.jsonl, checkpoints/")
                           .must()
                           .caller_owned(),
@@ -342,10 +422,9 @@ FinetuneResult run_finetune(const FinetuneRequest& r) {
   if (eos < 0) fail(r.model, "eos_token_id", "the model has no EOS token and the tokenizer no <|endoftext|>");
   const int64_t pad = config.pad_token_id ? *config.pad_token_id : (tok.pad_id() ? *tok.pad_id() : eos);
 
-  const std::string format = r.format == "auto" ? detect_format(r.data) : r.format;
+  const std::vector<Source> sources = data_sources(r);
   const auto [max_length, seq_len] = sequence_lengths(r, config);
-  std::unique_ptr<TrainData> data = load_data(r, format, tok, eos, max_length, seq_len);
-  if (proc.env.rank == 0) log_info(r.data, ": ", data->stats.dump());
+  std::unique_ptr<TrainData> data = load_data(r, sources, tok, eos, max_length, seq_len, proc.env.rank == 0);
 
   // Model: float32 on the training device.
   Model model = Model::load(ck, lo);
@@ -357,7 +436,8 @@ FinetuneResult run_finetune(const FinetuneRequest& r) {
   }
   if (proc.env.rank == 0) log_info("hashing ", r.model);
   const std::string parent_hash = parent_content_hash(ck);
-  const std::string data_hash = hash_file(r.data);
+  std::vector<std::string> data_hashes;
+  for (const auto& path : r.data) data_hashes.push_back(hash_file(path));
 
   if (proc.env.rank == 0) check_blas_speed_once();
   const double lb_weight = std::isnan(r.lb_weight) ? config.router_aux_loss_coef : r.lb_weight;
@@ -376,15 +456,17 @@ FinetuneResult run_finetune(const FinetuneRequest& r) {
   in.parent_hash = parent_hash;
   in.model = &model;
   in.data = data.get();
-  in.data_hash = data_hash;
+  in.data_hash = combined_hash(data_hashes);
   in.pad_id = pad;
   in.comm = proc.comm.get();
-  in.settings = trajectory_settings(r, format, lb_weight, max_length, seq_len);
+  in.settings = trajectory_settings(r, sources, lb_weight, max_length, seq_len);
   in.provenance.argv = r.command_line;
-  in.provenance.settings = json_to_yaml(recorded_settings(r, in.settings, to, proc));
-  add_inputs(in.provenance, r, ck, parent_hash, data_hash, tok_path);
+  in.provenance.settings = json_to_yaml(recorded_settings(r, sources, in.settings, to, proc));
+  add_inputs(in.provenance, r, ck, parent_hash, data_hashes, tok_path);
   in.provenance.extra["data"] = json_to_yaml(data->stats);
-  in.title = "emo finetune: " + fs::path(r.model).filename().string() + " on " + fs::path(r.data).filename().string();
+  std::string names;
+  for (const auto& path : r.data) names += (names.empty() ? "" : " + ") + fs::path(path).filename().string();
+  in.title = "emo finetune: " + fs::path(r.model).filename().string() + " on " + names;
 
   return {train(in, to), proc.out, proc.env.rank == 0};
 }

@@ -17,10 +17,13 @@
 namespace emo {
 
 struct FinetuneRequest {
-  std::string model, data;
+  std::string model;
+  // Several --data train on their examples together (finetune/data.h concat_data); each
+  // source has a format: one --format per --data, one for all, or none (auto: detected).
+  std::vector<std::string> data, format;
+  std::vector<double> data_weight;  // one per --data: its examples per epoch, as a multiple of its size
   fs::path out;
   // data
-  std::string format = "auto";  // auto, gsm8k, prompt-completion, instruction, text
   int64_t shots = gsm8k_paper_shots();  // gsm8k: in-context examples
   std::string split;             // gsm8k: only the items of this corpus split ("": all)
   std::string prompt_template, completion_template;

@@ -146,6 +146,55 @@ TEST_CASE("corpus: packed sequences keep document ids, EOS between documents, ca
   CHECK(mb.rows == 2 * 3);
 }
 
+TEST_CASE("several sources: examples one after the other, a weight repeats or cuts a source, a batch mixes them",
+          "[finetune][data]") {
+  TempDir dir;
+  write_lines(dir / "pc.jsonl", {R"({"prompt": "a", "completion": " b"})", R"({"prompt": "c", "completion": " d e"})"});
+  write_lines(dir / "c.jsonl", {R"({"text": "alpha beta gamma delta epsilon zeta"})"});
+  auto load = [&] {
+    std::vector<std::unique_ptr<TrainData>> parts;
+    parts.push_back(load_sft((dir / "pc.jsonl").string(), tok8k(), kEos, SftOptions{}));
+    CorpusOptions co;
+    co.seq_len = 3;
+    parts.push_back(load_corpus((dir / "c.jsonl").string(), tok8k(), kEos, co));
+    return parts;
+  };
+  auto sft = load_sft((dir / "pc.jsonl").string(), tok8k(), kEos, SftOptions{});
+  CorpusOptions co;
+  co.seq_len = 3;
+  auto text = load_corpus((dir / "c.jsonl").string(), tok8k(), kEos, co);
+  REQUIRE(text->size() >= 2);
+
+  auto both = concat_data(load());
+  REQUIRE(both->size() == sft->size() + text->size());
+  CHECK(both->kind == "mixed");
+  for (size_t i = 0; i < sft->size(); ++i) CHECK(both->get(i).ids == sft->get(i).ids);
+  for (size_t i = 0; i < text->size(); ++i) {
+    CHECK(both->get(sft->size() + i).ids == text->get(i).ids);
+    CHECK(both->get(sft->size() + i).docs == text->get(i).docs);
+    CHECK(both->target_tokens(sft->size() + i) == text->target_tokens(i));
+    CHECK(both->label_tokens(sft->size() + i) == text->label_tokens(i));
+  }
+  REQUIRE(both->stats["sources"].size() == 2);
+  CHECK(both->stats["sources"][0]["format"] == "prompt-completion");
+
+  // Weights: the text twice over (each sequence again after the last), the SFT source's first half.
+  auto weighted = concat_data(load(), {0.5, 2});
+  REQUIRE(weighted->size() == 1 + 2 * text->size());
+  CHECK(weighted->get(0).ids == sft->get(0).ids);
+  for (size_t i = 0; i < 2 * text->size(); ++i) CHECK(weighted->get(1 + i).ids == text->get(i % text->size()).ids);
+  CHECK(weighted->stats["sources"][1]["examples_per_epoch"] == 2 * text->size());
+  CHECK(weighted->stats["sources"][1]["weight"] == 2.0);
+
+  // One batch of both: the SFT row keeps its label mask, the text row its document ids, padding -1.
+  MicroBatch mb = collate({both->get(0), both->get(sft->size())}, 8001, true, torch::kCPU);
+  CHECK(mb.document_ids.defined());
+  CHECK(mb.rows == both->target_tokens(0) + both->target_tokens(sft->size()));
+
+  CHECK_THROWS_WITH(concat_data(load(), {1}), Catch::Contains("--data-weight: give one weight per --data (2); got 1"));
+  CHECK_THROWS_WITH(concat_data(load(), {1, 0}), Catch::Contains("--data-weight: 0: must be a positive number"));
+}
+
 TEST_CASE("batch order: a seeded permutation per epoch, split over ranks", "[finetune][data]") {
   BatchOrder a(10, 4, false, true, 7), b(10, 4, false, true, 7), c(10, 4, false, true, 8);
   CHECK(a.steps_per_epoch() == 3);

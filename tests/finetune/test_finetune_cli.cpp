@@ -407,6 +407,47 @@ TEST_CASE("finetune --split trains on the GSM8K items of one corpus split only, 
   CHECK_FALSE(fs::exists(dir / "other"));
 }
 
+TEST_CASE("finetune on several sources: GSM8K items and the corpus's math text in one run, weighted",
+          "[finetune][cli][gsm8k]") {
+  TempDir dir;
+  const std::string gsm = (data_dir() / "gsm8k" / "train.jsonl").string();
+  const std::string corpus = (data_dir() / "corpus" / "valid.jsonl.gz").string();
+  const std::string base = "finetune --model " + q(tiny()) + " --data " + q(gsm) + " --data " + q(corpus) +
+                           " --shots 0 --split valid --domain math --seq-len 64 --batch-size 4 --max-steps 2 --threads 1 -q";
+  RunResult r = run_emo(base + " --format gsm8k --format text --data-weight 1,0.5 --out " + q(dir / "mix"));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto prov = Provenance::load(dir / "mix");
+  const auto sources = prov->extra["data"]["sources"];
+  REQUIRE(sources.size() == 2);
+  CHECK(sources[0]["format"].as<std::string>() == "gsm8k");
+  CHECK(sources[0]["examples"].as<int>() == 743);  // --split: the GSM8K source only
+  CHECK(sources[0]["examples_per_epoch"].as<int>() == 743);
+  CHECK(sources[1]["format"].as<std::string>() == "text");
+  const int text_sequences = sources[1]["sequences"].as<int>();
+  CHECK(sources[1]["examples_per_epoch"].as<int>() == (text_sequences + 1) / 2);
+  CHECK(prov->settings["format"].size() == 2);
+  CHECK(prov->settings["data"].size() == 2);
+  CHECK(prov->settings["data_weight"][1].as<double>() == 0.5);
+  CHECK(prov->settings["domain"].as<std::string>() == "math");
+  CHECK(prov->settings["shots"].as<int>() == 0);
+  int data_inputs = 0;
+  for (const auto& in : prov->inputs) data_inputs += in.role == "data";
+  CHECK(data_inputs == 2);
+
+  // A format count that fits neither rule, a weight count that does not match, --split with
+  // no GSM8K source: one line, no output.
+  for (const std::string& flags : {std::string(" --format gsm8k --format text --format text"),
+                                   std::string(" --format gsm8k --format text --data-weight 1"),
+                                   std::string(" --format text")}) {
+    RunResult bad = run_emo(base + flags + " --out " + q(dir / "bad"));
+    INFO(flags << ": " << bad.err);
+    CHECK(bad.code != 0);
+    CHECK(count_lines(bad.err) == 1);
+    CHECK_FALSE(fs::exists(dir / "bad"));
+  }
+}
+
 TEST_CASE("bad input: malformed lines, empty data, long sequences, non-finite loss", "[finetune][cli][bad-input]") {
   TempDir dir;
   const std::string base = "finetune --model " + q(tiny()) + " --batch-size 4 --max-steps 2 --threads 1 -q";
