@@ -63,7 +63,8 @@ Json one_or_list(const std::vector<Source>& sources, std::string Source::*member
 Json trajectory_settings(const R& r, const std::vector<Source>& sources, double lb_weight, int64_t max_length,
                          int64_t seq_len) {
   const TrainOptions& t = r.trainer;
-  Json s = {{"format", one_or_list(sources, &Source::format)},         {"train", r.train},           {"batch_size", t.batch_size},
+  Json s = {{"format", one_or_list(sources, &Source::format)},
+            {"train", r.train},         {"batch_size", t.batch_size},
             {"epochs", t.epochs},       {"max_steps", t.max_steps},   {"lr", t.lr},
             {"schedule", schedule_name(t.schedule)}, {"warmup_ratio", t.warmup_ratio}, {"warmup_steps", t.warmup_steps},
             {"final_lr_ratio", t.final_lr_ratio}, {"weight_decay", t.adam.weight_decay}, {"decay_all", t.decay_all},
@@ -83,8 +84,8 @@ Json trajectory_settings(const R& r, const std::vector<Source>& sources, double 
     s["max_length"] = max_length;
     s["prompt_template"] = r.prompt_template;
     s["completion_template"] = r.completion_template;
-    for (const auto& src : sources)
-      if (src.format == "gsm8k") s["shots"] = int(r.shots);
+    if (std::any_of(sources.begin(), sources.end(), [](const Source& src) { return src.format == "gsm8k"; }))
+      s["shots"] = int(r.shots);
     if (!r.split.empty()) s["split"] = r.split;  // only when given: older outputs keep their cache keys
   }
   return s;
