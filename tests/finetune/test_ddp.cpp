@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -14,6 +16,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/io/sha256.h"
+#include "finetune/dist.h"
 #include "ft_util.h"
 
 using namespace emo;
@@ -185,6 +188,32 @@ TEST_CASE("gradient accumulation gives the one-batch loss curve, global load bal
 // as srun or a job script would (each process given RANK, WORLD_SIZE, MASTER_ADDR/PORT:
 // rank 0 hosts the store), once under torchrun (its agent stops the survivor and names the
 // failed rank).
+// A dead peer's socket: with a process group up, writing to it is an EPIPE error the
+// collective reports, not a SIGPIPE that kills the process with nothing said (run in a child,
+// so a failure is the child's death, not the test runner's).
+TEST_CASE("a process group makes a write to a dead peer's socket an error, not a silent SIGPIPE", "[finetune][ddp][crash]") {
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    DistEnv e;
+    e.rank = 0, e.world = 1;
+    e.master_addr = "127.0.0.1";
+    e.master_port = free_port();
+    auto comm = Comm::create(e, "gloo", torch::kCPU, std::chrono::seconds(30));
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) _exit(3);
+    close(fds[1]);  // the peer is gone
+    const char byte = 1;
+    const ssize_t n = write(fds[0], &byte, 1);
+    _exit(n == -1 && errno == EPIPE ? 0 : 4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  INFO("signalled: " << WIFSIGNALED(status) << ", signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
 TEST_CASE("kill -9 of one rank: the other stops naming it, --resume gives the uninterrupted bits", "[finetune][ddp][crash]") {
   TempDir dir;
   const std::string args = reversal_finetune(dir.path(), 2, 96, 23) +
