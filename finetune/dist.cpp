@@ -110,26 +110,14 @@ DistEnv DistEnv::from_environment() {
   return e;
 }
 
-namespace {
-
-// A peer that dies closes its sockets, and a write to one raises SIGPIPE, whose default
-// action kills this process at once: exit 141, nothing on stderr, before the census can name
-// the dead rank (seen once under load in the kill -9 test). Python, where c10d usually runs,
-// ignores SIGPIPE from startup; a process with a group does the same, so the write fails
-// with EPIPE and the collective's error path reports it.
-void ignore_sigpipe_once() {
-  static bool done = [] {
-    signal(SIGPIPE, SIG_IGN);
-    return true;
-  }();
-  (void)done;
-}
-
-}  // namespace
-
 std::unique_ptr<Comm> Comm::create(const DistEnv& e, const std::string& backend, torch::Device device,
                                    std::chrono::milliseconds timeout) {
-  ignore_sigpipe_once();
+  // A peer that dies closes its sockets, and a write to one raises SIGPIPE, whose default
+  // action kills this process at once: exit 141, nothing on stderr, before the census can
+  // name the dead rank (seen once under load in the kill -9 test). Python, where c10d usually
+  // runs, ignores SIGPIPE from startup; a process with a group does the same, so the write
+  // fails with EPIPE and the collective's error path reports it.
+  signal(SIGPIPE, SIG_IGN);
   auto c = std::unique_ptr<Comm>(new Comm());
   c->rank_ = e.rank;
   c->world_ = e.world;
