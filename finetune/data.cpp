@@ -414,19 +414,29 @@ class ConcatData : public TrainData {
     for (size_t c : counts) starts_.push_back(size_), size_ += c;
   }
   size_t size() const override { return size_; }
-  Sequence get(size_t i) const override { return source(i).get(local(i)); }
-  int64_t length(size_t i) const override { return source(i).length(local(i)); }
-  int64_t target_tokens(size_t i) const override { return source(i).target_tokens(local(i)); }
-  int64_t label_tokens(size_t i) const override { return source(i).label_tokens(local(i)); }
+  Sequence get(size_t i) const override {
+    auto [d, j] = locate(i);
+    return d.get(j);
+  }
+  int64_t length(size_t i) const override {
+    auto [d, j] = locate(i);
+    return d.length(j);
+  }
+  int64_t target_tokens(size_t i) const override {
+    auto [d, j] = locate(i);
+    return d.target_tokens(j);
+  }
+  int64_t label_tokens(size_t i) const override {
+    auto [d, j] = locate(i);
+    return d.label_tokens(j);
+  }
 
  private:
-  // The source holding global index i: the last one starting at or before it.
-  size_t index(size_t i) const { return size_t(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1; }
-  const TrainData& source(size_t i) const { return *sources_[index(i)]; }
-  // Index i inside its source: a weight above 1 comes round to the source's start again.
-  size_t local(size_t i) const {
-    const size_t s = index(i);
-    return (i - starts_[s]) % sources_[s]->size();
+  // The source holding global index i (the last one starting at or before it) and i's index
+  // inside it: a weight above 1 comes round to the source's start again.
+  std::pair<const TrainData&, size_t> locate(size_t i) const {
+    const size_t s = size_t(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1;
+    return {*sources_[s], (i - starts_[s]) % sources_[s]->size()};
   }
   std::vector<std::unique_ptr<TrainData>> sources_;
   std::vector<size_t> starts_;
@@ -435,17 +445,22 @@ class ConcatData : public TrainData {
 
 }  // namespace
 
+void check_data_weights(const std::vector<double>& weights, size_t sources) {
+  if (!weights.empty() && weights.size() != sources)
+    fail("--data-weight", "", "give one weight per --data (", sources, "); got ", weights.size());
+  for (double w : weights)
+    if (!(w > 0) || !std::isfinite(w)) fail("--data-weight", cat(w), "must be a positive number");
+}
+
 std::unique_ptr<TrainData> concat_data(std::vector<std::unique_ptr<TrainData>> sources,
                                        const std::vector<double>& weights) {
-  if (!weights.empty() && weights.size() != sources.size())
-    fail("--data-weight", "", "give one weight per --data (", sources.size(), "); got ", weights.size());
+  check_data_weights(weights, sources.size());
   if (sources.size() == 1 && weights.empty()) return std::move(sources[0]);
   std::string kind = sources.empty() ? "" : sources[0]->kind;
   Json stats = Json::array();
   std::vector<size_t> counts;
   for (size_t i = 0; i < sources.size(); ++i) {
     const double w = weights.empty() ? 1.0 : weights[i];
-    if (!(w > 0) || !std::isfinite(w)) fail("--data-weight", cat(w), "must be a positive number");
     counts.push_back(size_t(std::llround(w * double(sources[i]->size()))));
     if (sources[i]->kind != kind) kind = "mixed";
     Json st = sources[i]->stats;

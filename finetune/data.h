@@ -111,6 +111,9 @@ std::string token_cache_dir(const std::string& given, bool no_cache);
 // lists each source's under "sources", with its weight and examples per epoch.
 std::unique_ptr<TrainData> concat_data(std::vector<std::unique_ptr<TrainData>> sources,
                                        const std::vector<double>& weights = {});
+// emo::Error naming --data-weight unless `weights` is empty or holds one positive, finite
+// weight per source: concat_data's check, which a caller may also run before loading.
+void check_data_weights(const std::vector<double>& weights, size_t sources);
 
 // ---- order ---------------------------------------------------------------------------
 

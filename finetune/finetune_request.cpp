@@ -33,11 +33,13 @@ struct Source {
   std::string path, format;
 };
 
-// --data with their formats: one --format per --data, one for all, or none (auto).
+// --data with their formats: one --format per --data, one for all, or none (auto). The
+// counts of --format and --data-weight are checked here, before anything is loaded.
 std::vector<Source> data_sources(const R& r) {
   if (r.format.size() > 1 && r.format.size() != r.data.size())
     fail("--format", "", "give one format for all --data or one per --data (", r.data.size(), "); got ",
          r.format.size());
+  check_data_weights(r.data_weight, r.data.size());
   std::vector<Source> out;
   for (size_t i = 0; i < r.data.size(); ++i) {
     const std::string f = r.format.empty() ? "auto" : r.format[r.format.size() == 1 ? 0 : i];
@@ -46,8 +48,13 @@ std::vector<Source> data_sources(const R& r) {
   return out;
 }
 
-bool any_source(const std::vector<Source>& sources, bool text) {
-  return std::any_of(sources.begin(), sources.end(), [&](const Source& s) { return (s.format == "text") == text; });
+bool has_format(const std::vector<Source>& sources, const std::string& format) {
+  return std::any_of(sources.begin(), sources.end(), [&](const Source& s) { return s.format == format; });
+}
+
+// Some source is SFT examples (any format but text).
+bool has_sft(const std::vector<Source>& sources) {
+  return std::any_of(sources.begin(), sources.end(), [](const Source& s) { return s.format != "text"; });
 }
 
 // One source's value as a string (the settings of a one-source run read as they always
@@ -75,17 +82,16 @@ Json trajectory_settings(const R& r, const std::vector<Source>& sources, double 
             {"experts", r.experts},     {"precision", r.process.precision}};
   if (!r.train_experts.empty()) s["train_experts"] = r.train_experts;  // only when given: cache keys stay
   if (!r.data_weight.empty()) s["data_weight"] = r.data_weight;      // the same
-  if (any_source(sources, true)) {
+  if (has_format(sources, "text")) {
     s["seq_len"] = seq_len;
     s["text_field"] = r.text_field;
     s["domain"] = r.domain;
   }
-  if (any_source(sources, false)) {
+  if (has_sft(sources)) {
     s["max_length"] = max_length;
     s["prompt_template"] = r.prompt_template;
     s["completion_template"] = r.completion_template;
-    if (std::any_of(sources.begin(), sources.end(), [](const Source& src) { return src.format == "gsm8k"; }))
-      s["shots"] = int(r.shots);
+    if (has_format(sources, "gsm8k")) s["shots"] = int(r.shots);
     if (!r.split.empty()) s["split"] = r.split;  // only when given: older outputs keep their cache keys
   }
   return s;
@@ -139,12 +145,9 @@ std::pair<int64_t, int64_t> sequence_lengths(const R& r, const ModelConfig& conf
 
 // --split selects GSM8K items: some source must read as gsm8k (it applies to those only).
 void check_split(const R& r, const std::vector<Source>& sources) {
-  if (r.split.empty()) return;
+  if (r.split.empty() || has_format(sources, "gsm8k")) return;
   std::string read_as;
-  for (const auto& s : sources) {
-    if (s.format == "gsm8k") return;
-    read_as += cat(read_as.empty() ? "" : ", ", s.path, " reads as ", s.format);
-  }
+  for (const auto& s : sources) read_as += cat(read_as.empty() ? "" : ", ", s.path, " reads as ", s.format);
   fail("--split", r.split, "selects GSM8K items: it needs --format gsm8k (", read_as, ")");
 }
 
