@@ -414,22 +414,10 @@ class ConcatData : public TrainData {
     for (size_t c : counts) starts_.push_back(size_), size_ += c;
   }
   size_t size() const override { return size_; }
-  Sequence get(size_t i) const override {
-    auto [d, j] = locate(i);
-    return d.get(j);
-  }
-  int64_t length(size_t i) const override {
-    auto [d, j] = locate(i);
-    return d.length(j);
-  }
-  int64_t target_tokens(size_t i) const override {
-    auto [d, j] = locate(i);
-    return d.target_tokens(j);
-  }
-  int64_t label_tokens(size_t i) const override {
-    auto [d, j] = locate(i);
-    return d.label_tokens(j);
-  }
+  Sequence get(size_t i) const override { auto [d, j] = locate(i); return d.get(j); }
+  int64_t length(size_t i) const override { auto [d, j] = locate(i); return d.length(j); }
+  int64_t target_tokens(size_t i) const override { auto [d, j] = locate(i); return d.target_tokens(j); }
+  int64_t label_tokens(size_t i) const override { auto [d, j] = locate(i); return d.label_tokens(j); }
 
  private:
   // The source holding global index i (the last one starting at or before it) and i's index
