@@ -99,7 +99,19 @@ Json trajectory_settings(const PretrainOptions& o, const TrainOptions& t, const 
             {"limit", o.corpus.limit},
             {"precision", t.autocast_bf16 ? "bf16" : "fp32"}};
   if (o.router == RouterKind::Emo) s["pool"] = {pool.min, pool.max}, s["lb_probs"] = t.lb_probs;
+  // Only when asked, so runs without it keep their settings (and recipe cache keys).
+  if (o.router == RouterKind::Emo && pool.free > 0) s["pool_free"] = pool.free;
   return s;
+}
+
+// The pools of an EMO run: the options' range, the default where they leave it open; checked.
+PoolRange pool_range(const PretrainOptions& o, const ModelConfig& config) {
+  const PoolRange defaults = default_pool_range(config, o.pool_divisor);
+  PoolRange r = o.pool.max > 0 ? o.pool : defaults;
+  if (o.pool.max > 0 && o.pool.min <= 0) r.min = defaults.min;
+  r.free = o.pool.free;
+  validate_pool_range(config, r);
+  return r;
 }
 
 }  // namespace
@@ -127,8 +139,10 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const int rank = o.comm ? o.comm->rank() : 0;
   PretrainResult result;
 
-  // The parent checkpoint: the input model, or the freshly initialised OUT/init.
+  // The parent checkpoint: the input model, or the freshly initialised OUT/init (after the
+  // pools are checked, so a bad --pool-min or --pool-free writes nothing).
   ModelConfig config = pretrain_config(o);
+  if (o.router == RouterKind::Emo) result.pool = pool_range(o, config);
   result.init = o.model.empty() ? initialise(o, config, rank) : fs::path(o.model);
   Checkpoint ck = Checkpoint::open(result.init);
   result.parent_hash = parent_content_hash(ck);
@@ -158,9 +172,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
   to.router_losses_summed_over_layers = true;
   std::unique_ptr<DocumentPoolRouter> pools;
   if (o.router == RouterKind::Emo) {
-    const PoolRange defaults = default_pool_range(config, o.pool_divisor);
-    result.pool = o.pool.max > 0 ? o.pool : defaults;
-    if (o.pool.max > 0 && o.pool.min <= 0) result.pool.min = defaults.min;
     pools = std::make_unique<DocumentPoolRouter>(config, result.pool, to.seed);
     to.routing = &pools->control();
     DocumentPoolRouter* p = pools.get();
@@ -170,7 +181,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       if (user_begin) user_begin(step);
     };
     if (rank == 0)
-      log_info("EMO router: document pools of ", result.pool.min, "..", result.pool.max, " routed experts");
+      log_info("EMO router: document pools of ", result.pool.min, "..", result.pool.max, " routed experts",
+               result.pool.free > 0 ? ", " + std::to_string(result.pool.free) + " of documents with none" : "");
   }
 
   TrainInputs in;

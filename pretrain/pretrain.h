@@ -41,7 +41,7 @@ struct PretrainOptions {
   CorpusOptions corpus;
 
   RouterKind router = RouterKind::Emo;
-  PoolRange pool;  // {0, 0}: default_pool_range of the model with pool_divisor
+  PoolRange pool;  // {0, 0}: default_pool_range of the model with pool_divisor; pool.free as given
   int64_t pool_divisor = 16;  // the smallest default pool: max(routed top-k, ceil(R / pool_divisor))
 
   // The trainer's settings. pretrain() fills routing and on_step_begin and sums the router

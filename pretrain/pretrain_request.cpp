@@ -53,6 +53,11 @@ std::vector<Field<R>> router_fields() {
                       &R::pool_min),
       member_field<R>(field("pool-max", K::Int, "Largest document pool (default: all R routed experts)").in(g),
                       &R::pool_max),
+      member_field<R>(field("pool-free", K::Float,
+                            "Fraction of documents routed with no pool, in every layer, as inference routes "
+                            "(default: the --scale's; allenai/EMO: 0)")
+                          .in(g),
+                      &R::pool_free),
   };
   append_fields<R, T>(out,
                       {member_field<T>(field("lb-probs", K::String,
@@ -183,6 +188,7 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.router = parse_router_kind(r.router);
   p.pool = {r.pool_min, r.pool_max};
   p.pool_divisor = scale.pool_divisor;
+  p.pool.free = r.pool_free >= 0 ? r.pool_free : scale.pool_free;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
   if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;

@@ -30,6 +30,7 @@ PoolRange default_pool_range(const ModelConfig& config, int64_t divisor) {
 }
 
 void validate_pool_range(const ModelConfig& config, const PoolRange& range, const std::string& flag) {
+  if (!(range.free >= 0 && range.free < 1)) fail("--pool-free", std::to_string(range.free), "is not in [0, 1)");
   if (range.min > range.max) fail(flag, std::to_string(range.min), "is larger than --pool-max ", range.max);
   const auto specs = config.layers();
   for (size_t l = 0; l < specs.size(); ++l) {
@@ -49,6 +50,11 @@ int64_t draw_pool_size(uint64_t seed, int64_t step, int64_t document, int layer,
   uint64_t h = splitmix64(seed);
   h = splitmix64(h ^ uint64_t(step));
   h = splitmix64(h ^ uint64_t(document));
+  if (range.free > 0) {
+    // A key no layer index takes, so the document is free in every layer or in none.
+    const double u = double(splitmix64(h ^ ~uint64_t(0)) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+    if (u < range.free) return kNoPool;
+  }
   h = splitmix64(h ^ uint64_t(int64_t(layer)));
   const uint64_t span = uint64_t(range.max - range.min + 1);
   return range.min + int64_t(h % span);

@@ -9,7 +9,9 @@
 //     top (k - shared), shared experts always on with weight 1.
 // The pool size is drawn per (document, layer) uniformly from [pool_min, pool_max] (the
 // reference draws per document in every router; 8..128 of 127 routed experts in EMO's
-// 1B-14B run). Our draw is a hash of (seed, step, global document id, layer), so resumed
+// 1B-14B run). A fraction `free` of documents (0 in allenai/EMO) is drawn to route with no
+// pool in every layer, as inference routes every token: a small model trained only inside
+// pools pays for the mismatch per token (docs/results/emo-tiny64.md). Our draw is a hash of (seed, step, global document id, layer), so resumed
 // and multi-process runs draw exactly what one uninterrupted process draws. The choice
 // is made without gradient (only its indices matter, as in the reference). Pools are a
 // training-time device only: nothing but `emo pretrain` installs this hook, so
@@ -22,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "core/checkpoint/config.h"
@@ -31,7 +34,11 @@ namespace emo {
 
 struct PoolRange {
   int64_t min = 0, max = 0;  // routed experts per document pool, inclusive
+  double free = 0;           // the fraction of documents routed with no pool (training only)
 };
+
+// What draw_pool_size returns for a document routed with no pool.
+constexpr int64_t kNoPool = std::numeric_limits<int64_t>::max();
 
 // The default range for a model, scaled from EMO's 8..128 of 127 routed experts: from
 // max(routed top-k, ceil(R / divisor)) to all R routed experts (divisor 16: allenai/EMO's;
@@ -43,7 +50,8 @@ PoolRange default_pool_range(const ModelConfig& config, int64_t divisor = 16);
 // make top-k pick experts of weight zero). `flag` names the smallest pool in the message.
 void validate_pool_range(const ModelConfig& config, const PoolRange& range, const std::string& flag = "--pool-min");
 
-// The pool size of one (document, layer) at a step: uniform in [range.min, range.max].
+// The pool size of one (document, layer) at a step: kNoPool for a document drawn free (with
+// probability range.free, the same draw in every layer), else uniform in [range.min, range.max].
 int64_t draw_pool_size(uint64_t seed, int64_t step, int64_t document, int layer, const PoolRange& range);
 
 // The additive mask [N, R] (0 in the pool, -inf elsewhere) for routed logits [N, R]

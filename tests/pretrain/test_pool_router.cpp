@@ -185,3 +185,47 @@ TEST_CASE("pool sizes: uniform in the range, a pure function of (seed, step, doc
   CHECK(default_pool_range(c).max == 7);
   CHECK_THROWS(validate_pool_range(c, {1, 7}));  // below the routed top-k
 }
+
+TEST_CASE("--pool-free: that fraction of documents routes with no pool, in every layer alike", "[pretrain][pool]") {
+  const PoolRange pooled{3, 31};
+  PoolRange r = pooled;
+  r.free = 0.25;
+  int free = 0;
+  for (int64_t d = 0; d < 4000; ++d) {
+    const int64_t s = draw_pool_size(5, 17, d, 0, r);
+    if (s == kNoPool) {
+      ++free;
+      for (int layer = 1; layer < 4; ++layer) REQUIRE(draw_pool_size(5, 17, d, layer, r) == kNoPool);
+    } else {
+      // A document with a pool draws the size it draws with no free fraction.
+      for (int layer = 0; layer < 4; ++layer)
+        REQUIRE(draw_pool_size(5, 17, d, layer, r) == draw_pool_size(5, 17, d, layer, pooled));
+    }
+  }
+  CHECK((free > 900 && free < 1100));  // ~1000
+  // Another step frees other documents.
+  int differ = 0;
+  for (int64_t d = 0; d < 400; ++d)
+    differ += (draw_pool_size(5, 17, d, 0, r) == kNoPool) != (draw_pool_size(5, 18, d, 0, r) == kNoPool);
+  CHECK(differ > 100);  // ~150 (2 * 0.25 * 0.75 of 400)
+
+  // A free document's tokens are masked nowhere; the others keep their pools.
+  ModelConfig c = small_emo();
+  r = {2, 2, 0.5};
+  Model model(c, init_weights(c, 9, {}));
+  DocumentPoolRouter router(c, r, 1);
+  torch::manual_seed(4);
+  auto logits = torch::randn({12, 8});
+  auto docs = torch::tensor({0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3}).view({1, 12});
+  auto mask = router.control().pool(1, logits, docs);
+  REQUIRE(mask.defined());
+  int free_docs = 0;
+  for (int64_t doc = 0; doc < 4; ++doc) {
+    const bool is_free = draw_pool_size(1, 0, doc, 1, r) == kNoPool;
+    free_docs += is_free;
+    for (int64_t t = 3 * doc; t < 3 * doc + 3; ++t) CHECK(allowed_set(mask[t]).size() == (is_free ? 8u : 3u));
+  }
+  CHECK((free_docs > 0 && free_docs < 4));  // both kinds are in the batch
+  CHECK_THROWS_WITH(DocumentPoolRouter(c, {2, 7, 1.0}, 1), Catch::Contains("--pool-free"));
+  CHECK_THROWS_WITH(DocumentPoolRouter(c, {2, 7, -0.1}, 1), Catch::Contains("--pool-free"));
+}

@@ -141,6 +141,7 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   RunResult bad = run_emo(base + " --out " + q(dir / "b") + " --pool-min 2");
   CHECK(bad.code != 0);
   CHECK(bad.err.find("top-k") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "b"));
   // The model evaluates and routes per token like any other checkpoint.
   RunResult insp = run_emo("inspect " + q(dir / "m"));
   CHECK(insp.code == 0);
@@ -154,10 +155,19 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   const std::string prov = read_text_file(dir / "s" / "provenance.yaml");
   CHECK(prov.find("lb_weight: 0.01") != std::string::npos);
   CHECK(prov.find("scale: small") != std::string::npos);
-  RunResult given = run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --json");
+  RunResult given =
+      run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --pool-free 0.375 --json");
   REQUIRE(given.code == 0);
   CHECK(Json::parse(given.out)["pool"] == Json::array({6, 31}));
-  CHECK(read_text_file(dir / "g" / "provenance.yaml").find("lb_weight: 0.05") != std::string::npos);
+  const std::string given_prov = read_text_file(dir / "g" / "provenance.yaml");
+  CHECK(given_prov.find("lb_weight: 0.05") != std::string::npos);
+  CHECK(given_prov.find("pool_free: 0.375") != std::string::npos);
+  // Recorded only when asked, so runs without it keep their settings.
+  CHECK(read_text_file(dir / "m" / "provenance.yaml").find("pool_free") == std::string::npos);
+  RunResult all_free = run_emo(base + " --out " + q(dir / "f") + " --pool-free 1");
+  CHECK(all_free.code != 0);
+  CHECK(all_free.err.find("--pool-free") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "f"));
   RunResult unknown = run_emo(base + " --out " + q(dir / "u") + " --scale huge");
   CHECK(unknown.code != 0);
   CHECK(unknown.err.find("huge") != std::string::npos);
