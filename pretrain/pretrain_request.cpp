@@ -55,7 +55,7 @@ std::vector<Field<R>> router_fields() {
                       &R::pool_max),
       member_field<R>(field("pool-free", K::Float,
                             "Fraction of documents routed with no pool, in every layer, as inference routes "
-                            "(default: the --scale's; allenai/EMO: 0)")
+                            "(default 0, allenai/EMO's; more measured worse: docs/results/emo-tiny64.md)")
                           .in(g),
                       &R::pool_free),
   };
@@ -188,7 +188,7 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.router = parse_router_kind(r.router);
   p.pool = {r.pool_min, r.pool_max};
   p.pool_divisor = scale.pool_divisor;
-  p.pool.free = r.pool_free >= 0 ? r.pool_free : scale.pool_free;
+  p.pool.free = r.pool_free;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
   if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;

@@ -1,6 +1,6 @@
 // The settings of emo pretrain that depend on the model's scale, as named sets: allenai/EMO's
 // (the defaults) and what measured best for small models (issue 23). A flag given explicitly
-// (--lb-weight, --pool-min, --pool-free) wins over its scale.
+// (--lb-weight, --pool-min) wins over its scale.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +15,6 @@ struct PretrainScale {
   const char* reference;
   double lb_weight;      // the load-balancing weight (per MoE layer, summed)
   int64_t pool_divisor;  // EMO's smallest document pool: max(routed top-k, ceil(R / pool_divisor))
-  double pool_free;      // the fraction of documents routed with no pool
 };
 
 const std::vector<PretrainScale>& pretrain_scales();  // paper (the default), small

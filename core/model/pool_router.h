@@ -9,9 +9,9 @@
 //     top (k - shared), shared experts always on with weight 1.
 // The pool size is drawn per (document, layer) uniformly from [pool_min, pool_max] (the
 // reference draws per document in every router; 8..128 of 127 routed experts in EMO's
-// 1B-14B run). A fraction `free` of documents (0 in allenai/EMO) is drawn to route with no
-// pool in every layer, as inference routes every token: a small model trained only inside
-// pools pays for the mismatch per token (docs/results/emo-tiny64.md). Our draw is a hash of (seed, step, global document id, layer), so resumed
+// 1B-14B run). A fraction `free` of documents (none in allenai/EMO) may be drawn to route with
+// no pool in every layer, as inference routes every token (an ablation: it made a small model
+// worse per token, not better; docs/results/emo-tiny64.md). Our draw is a hash of (seed, step, global document id, layer), so resumed
 // and multi-process runs draw exactly what one uninterrupted process draws. The choice
 // is made without gradient (only its indices matter, as in the reference). Pools are a
 // training-time device only: nothing but `emo pretrain` installs this hook, so
