@@ -186,7 +186,7 @@ TEST_CASE("pool sizes: uniform in the range, a pure function of (seed, step, doc
   CHECK_THROWS(validate_pool_range(c, {1, 7}));  // below the routed top-k
 }
 
-TEST_CASE("--pool-free: that fraction of documents routes with no pool, in every layer alike", "[pretrain][pool]") {
+TEST_CASE("a --pool-free fraction of documents routes with no pool, in every layer alike", "[pretrain][pool]") {
   const PoolRange pooled{3, 31};
   PoolRange r = pooled;
   r.free = 0.25;
