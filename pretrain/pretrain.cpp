@@ -104,13 +104,12 @@ Json trajectory_settings(const PretrainOptions& o, const TrainOptions& t, const 
   return s;
 }
 
-// The pools of an EMO run: the options' range, the default where they leave it open; checked.
+// The pools of an EMO run: the options' range, the default where they leave it open.
 PoolRange pool_range(const PretrainOptions& o, const ModelConfig& config) {
   const PoolRange defaults = default_pool_range(config, o.pool_divisor);
   PoolRange r = o.pool.max > 0 ? o.pool : defaults;
   if (o.pool.max > 0 && o.pool.min <= 0) r.min = defaults.min;
   r.free = o.pool.free;
-  validate_pool_range(config, r);
   return r;
 }
 
@@ -139,10 +138,16 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const int rank = o.comm ? o.comm->rank() : 0;
   PretrainResult result;
 
-  // The parent checkpoint: the input model, or the freshly initialised OUT/init (after the
-  // pools are checked, so a bad --pool-min or --pool-free writes nothing).
+  // EMO's router first: its constructor checks the pools, so a bad --pool-min or --pool-free
+  // fails before OUT/init is written.
   ModelConfig config = pretrain_config(o);
-  if (o.router == RouterKind::Emo) result.pool = pool_range(o, config);
+  std::unique_ptr<DocumentPoolRouter> pools;
+  if (o.router == RouterKind::Emo) {
+    result.pool = pool_range(o, config);
+    pools = std::make_unique<DocumentPoolRouter>(config, result.pool, o.train.seed);
+  }
+
+  // The parent checkpoint: the input model, or the freshly initialised OUT/init.
   result.init = o.model.empty() ? initialise(o, config, rank) : fs::path(o.model);
   Checkpoint ck = Checkpoint::open(result.init);
   result.parent_hash = parent_content_hash(ck);
@@ -170,9 +175,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   Model model = Model::load(ck, lo);
   TrainOptions to = o.train;
   to.router_losses_summed_over_layers = true;
-  std::unique_ptr<DocumentPoolRouter> pools;
-  if (o.router == RouterKind::Emo) {
-    pools = std::make_unique<DocumentPoolRouter>(config, result.pool, to.seed);
+  if (pools) {
     to.routing = &pools->control();
     DocumentPoolRouter* p = pools.get();
     auto user_begin = o.train.on_step_begin;
@@ -182,7 +185,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     };
     if (rank == 0)
       log_info("EMO router: document pools of ", result.pool.min, "..", result.pool.max, " routed experts",
-               result.pool.free > 0 ? ", " + std::to_string(result.pool.free) + " of documents with none" : "");
+               result.pool.free > 0 ? cat(", ", result.pool.free, " of documents with none") : "");
   }
 
   TrainInputs in;

@@ -186,9 +186,8 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.corpus.cache_dir = token_cache_dir(r.cache_dir, r.no_cache);
   const PretrainScale& scale = find_scale(r.scale);
   p.router = parse_router_kind(r.router);
-  p.pool = {r.pool_min, r.pool_max};
+  p.pool = {r.pool_min, r.pool_max, r.pool_free};
   p.pool_divisor = scale.pool_divisor;
-  p.pool.free = r.pool_free;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
   if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;

@@ -30,7 +30,7 @@ PoolRange default_pool_range(const ModelConfig& config, int64_t divisor) {
 }
 
 void validate_pool_range(const ModelConfig& config, const PoolRange& range, const std::string& flag) {
-  if (!(range.free >= 0 && range.free < 1)) fail("--pool-free", std::to_string(range.free), "is not in [0, 1)");
+  if (!(range.free >= 0 && range.free < 1)) fail("--pool-free", cat(range.free), "is not in [0, 1)");
   if (range.min > range.max) fail(flag, std::to_string(range.min), "is larger than --pool-max ", range.max);
   const auto specs = config.layers();
   for (size_t l = 0; l < specs.size(); ++l) {

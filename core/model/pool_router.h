@@ -11,12 +11,13 @@
 // reference draws per document in every router; 8..128 of 127 routed experts in EMO's
 // 1B-14B run). A fraction `free` of documents (none in allenai/EMO) may be drawn to route with
 // no pool in every layer, as inference routes every token (an ablation: it made a small model
-// worse per token, not better; docs/results/emo-tiny64.md). Our draw is a hash of (seed, step, global document id, layer), so resumed
-// and multi-process runs draw exactly what one uninterrupted process draws. The choice
-// is made without gradient (only its indices matter, as in the reference). Pools are a
-// training-time device only: nothing but `emo pretrain` installs this hook, so
-// evaluation (unless asked: `emo eval ppl --pool`, allenai/EMO's eval_document_expert_pool),
-// routing statistics and generation route every token on its own.
+// worse per token, not better; docs/results/emo-tiny64.md). Our draw is a hash of (seed, step,
+// global document id, layer), so resumed and multi-process runs draw exactly what one
+// uninterrupted process draws. The choice is made without gradient (only its indices
+// matter, as in the reference). Pools are a training-time device only: nothing but
+// `emo pretrain` installs this hook, so evaluation (unless asked: `emo eval ppl --pool`,
+// allenai/EMO's eval_document_expert_pool), routing statistics and generation route every
+// token on its own.
 #pragma once
 
 #include <torch/torch.h>

@@ -182,12 +182,6 @@ TEST_CASE("gradient accumulation gives the one-batch loss curve, global load bal
   CHECK(m[0]["lb_loss"].get<double>() != Approx(g[0]["lb_loss"].get<double>()).epsilon(1e-6));
 }
 
-// A rank killed with SIGKILL mid-run: the survivor stops within seconds (not the collective
-// timeout) with one line naming the dead rank, writes nothing that looks finished, and the
-// run relaunched with --resume ends on the same bits as an uninterrupted one. Once launched
-// as srun or a job script would (each process given RANK, WORLD_SIZE, MASTER_ADDR/PORT:
-// rank 0 hosts the store), once under torchrun (its agent stops the survivor and names the
-// failed rank).
 // A dead peer's socket: with a process group up, writing to it is an EPIPE error the
 // collective reports, not a SIGPIPE that kills the process with nothing said (run in a child,
 // so a failure is the child's death, not the test runner's).
@@ -214,6 +208,12 @@ TEST_CASE("a process group makes a write to a dead peer's socket an error, not a
   CHECK(WEXITSTATUS(status) == 0);
 }
 
+// A rank killed with SIGKILL mid-run: the survivor stops within seconds (not the collective
+// timeout) with one line naming the dead rank, writes nothing that looks finished, and the
+// run relaunched with --resume ends on the same bits as an uninterrupted one. Once launched
+// as srun or a job script would (each process given RANK, WORLD_SIZE, MASTER_ADDR/PORT:
+// rank 0 hosts the store), once under torchrun (its agent stops the survivor and names the
+// failed rank).
 TEST_CASE("kill -9 of one rank: the other stops naming it, --resume gives the uninterrupted bits", "[finetune][ddp][crash]") {
   TempDir dir;
   const std::string args = reversal_finetune(dir.path(), 2, 96, 23) +
