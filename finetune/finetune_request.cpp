@@ -82,6 +82,7 @@ Json trajectory_settings(const R& r, const std::vector<Source>& sources, double 
             {"experts", r.experts},     {"precision", r.process.precision}};
   if (!r.train_experts.empty()) s["train_experts"] = r.train_experts;  // only when given: cache keys stay
   if (!r.data_weight.empty()) s["data_weight"] = r.data_weight;      // the same
+  if (t.schedule == Schedule::Wsd) s["decay_ratio"] = t.decay_ratio;
   if (has_format(sources, "text")) {
     s["seq_len"] = seq_len;
     s["text_field"] = r.text_field;

@@ -59,7 +59,8 @@ Schedule parse_schedule(const std::string& name) {
   if (name == "linear") return Schedule::Linear;
   if (name == "cosine") return Schedule::Cosine;
   if (name == "constant") return Schedule::Constant;
-  fail("--schedule", name, "expected linear, cosine or constant");
+  if (name == "wsd") return Schedule::Wsd;
+  fail("--schedule", name, "expected linear, cosine, constant or wsd");
 }
 
 const char* schedule_name(Schedule s) {
@@ -67,6 +68,7 @@ const char* schedule_name(Schedule s) {
     case Schedule::Linear: return "linear";
     case Schedule::Cosine: return "cosine";
     case Schedule::Constant: return "constant";
+    case Schedule::Wsd: return "wsd";
   }
   return "?";
 }
@@ -74,6 +76,12 @@ const char* schedule_name(Schedule s) {
 double LrSchedule::at(int64_t step) const {
   if (warmup > 0 && step < warmup) return peak * double(step) / double(warmup);
   if (kind == Schedule::Constant) return peak;
+  if (kind == Schedule::Wsd) {
+    const int64_t decay_start = std::max(warmup, total - decay);
+    if (step < decay_start) return peak;
+    double progress = std::min(1.0, double(step - decay_start) / double(std::max<int64_t>(1, decay)));
+    return peak * (final_ratio + (1.0 - final_ratio) * (1.0 - progress));
+  }
   double span = double(std::max<int64_t>(1, total - warmup));
   double progress = std::min(1.0, double(step - warmup) / span);
   double factor = kind == Schedule::Linear ? std::max(0.0, 1.0 - progress)

@@ -1,5 +1,6 @@
 // AdamW (decoupled weight decay, as torch.optim.AdamW) over flat float32 state, and the
-// learning-rate schedules of transformers' Trainer (linear or cosine with warm-up).
+// learning-rate schedules of transformers' Trainer (linear, cosine or constant after a warm-up,
+// and warmup-stable-decay).
 //
 // The optimizer updates *segments*: a 1-D float32 view of (part of) a trainable slice,
 // its gradient, and the matching range of the flat moment buffers. Without ZeRO a segment
@@ -46,7 +47,10 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
-enum class Schedule { Linear, Cosine, Constant };
+// Wsd: warm-up, the peak held, then a linear fall to the final rate over the last `decay`
+// steps (transformers' get_wsd_schedule with decay_type linear; OLMo-core's WSD, which
+// allenai/EMO's 64-expert runs use).
+enum class Schedule { Linear, Cosine, Constant, Wsd };
 Schedule parse_schedule(const std::string& name);
 const char* schedule_name(Schedule s);
 
@@ -55,6 +59,7 @@ struct LrSchedule {
   double peak = 5e-5;
   int64_t warmup = 0, total = 1;
   double final_ratio = 0.0;  // lr at the end = peak * final_ratio
+  int64_t decay = 0;         // Wsd: steps of the final fall
   // The learning rate of update `step` (0-based), as transformers' LambdaLR gives it: the
   // first update of a warm-up runs at 0.
   double at(int64_t step) const;

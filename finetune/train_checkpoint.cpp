@@ -51,6 +51,7 @@ Json state_json(const TrainRun& run, int64_t done, const Json& last, const std::
             {"peak_lr", run.sched.peak},
             {"warmup_steps", run.sched.warmup},
             {"total_steps", run.sched.total},
+            {"decay_steps", run.sched.decay},
             {"final_lr_ratio", run.sched.final_ratio},
             {"next_lr", done < run.plan.total ? run.sched.at(done) : 0.0}}},
           {"optimizer",

@@ -23,6 +23,7 @@ StepPlan plan_steps(size_t n, const TrainOptions& o) {
   }
   if (p.total <= 0) fail("--epochs", std::to_string(o.epochs), "gives no training step");
   p.warmup = o.warmup_steps >= 0 ? o.warmup_steps : int64_t(std::ceil(o.warmup_ratio * double(p.total)));
+  if (o.schedule == Schedule::Wsd) p.decay = int64_t(std::ceil(o.decay_ratio * double(p.total)));
   return p;
 }
 
@@ -84,6 +85,7 @@ class Loop {
     run.sched.peak = run.o.lr;
     run.sched.warmup = run.plan.warmup;
     run.sched.total = run.plan.total;
+    run.sched.decay = run.plan.decay;
     run.sched.final_ratio = run.o.final_lr_ratio;
     run.lb_layers = lb_layers(run.config);
     run.form = lb_form_for(run.config);

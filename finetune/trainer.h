@@ -47,6 +47,7 @@ struct TrainOptions {
   Schedule schedule = Schedule::Linear;
   double warmup_ratio = 0.1;
   int64_t warmup_steps = -1;  // >= 0 wins over warmup_ratio
+  double decay_ratio = 0.2;   // --schedule wsd: the fall's share of the steps
   double final_lr_ratio = 0.0;
   AdamWOptions adam;
   double clip = 1.0;  // max global gradient norm (0: off)
@@ -114,6 +115,7 @@ TrainResult train(TrainInputs& inputs, const TrainOptions& options);
 // Resolved step counts: (total steps, warm-up steps, steps per epoch).
 struct StepPlan {
   int64_t total = 0, warmup = 0, per_epoch = 0;
+  int64_t decay = 0;  // --schedule wsd: steps of the final fall
 };
 StepPlan plan_steps(size_t dataset_size, const TrainOptions& options);
 

@@ -7,6 +7,7 @@
 #include "core/io/yaml.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "pretrain/scale.h"
 
 namespace emo {
 
@@ -20,15 +21,12 @@ const char* router_kind_name(RouterKind kind) { return kind == RouterKind::Emo ?
 
 TrainOptions PretrainOptions::default_train_options() {
   TrainOptions t;
-  t.lr = 4e-3;
+  apply_scale(find_scale("paper"), t);  // lr, schedule, load balancing
   t.adam.beta1 = 0.9;
   t.adam.beta2 = 0.95;
   t.adam.weight_decay = 0.1;
   t.clip = 1.0;
-  t.schedule = Schedule::Cosine;
   t.warmup_ratio = 0.1;
-  t.final_lr_ratio = 0.1;  // OLMo-core's CosWithWarmup ends at alpha_f = 0.1 of the peak
-  t.lb_weight = 0.1;
   t.z_weight = 0.001;
   t.batch_size = 32;
   t.max_steps = 0;
@@ -101,6 +99,7 @@ Json trajectory_settings(const PretrainOptions& o, const TrainOptions& t, const 
   if (o.router == RouterKind::Emo) s["pool"] = {pool.min, pool.max}, s["lb_probs"] = t.lb_probs;
   // Only when asked, so runs without it keep their settings (and recipe cache keys).
   if (o.router == RouterKind::Emo && pool.free > 0) s["pool_free"] = pool.free;
+  if (t.schedule == Schedule::Wsd) s["decay_ratio"] = t.decay_ratio;  // only then: other runs keep their cache keys
   return s;
 }
 

@@ -87,28 +87,27 @@ std::vector<Field<R>> data_fields() {
   };
 }
 
-// Given, it wins over the scale's weight.
-Field<R> lb_weight_row(const char* g) {
-  return {field("lb-weight", K::Float, "Load-balancing weight (per MoE layer, summed; default: the --scale's)").in(g),
-          [](R& r, const std::vector<std::string>& v) {
-            r.train.lb_weight = field_float("lb-weight", v);
-            r.lb_weight_given = true;
-          }};
-}
 
 std::vector<Field<R>> training_fields() {
   const char* g = "Training (defaults: EMO's pretraining config)";
+  // The scale sets its training settings first: setters run in this order, so a flag given
+  // after it (--lr, --schedule, --lb-weight, ...) wins.
   std::vector<Field<R>> out = {
-      member_field<R>(field("scale", K::String,
-                            entries_help("Settings that depend on the model's scale (a flag given wins):",
-                                         pretrain_scales()))
-                          .one_of(entry_names(pretrain_scales()))
-                          .in(g),
-                      &R::scale)};
+      {field("scale", K::String,
+             entries_help("Settings that depend on the model's scale (a flag given wins):", pretrain_scales()))
+           .one_of(entry_names(pretrain_scales()))
+           .in(g),
+       [](R& r, const std::vector<std::string>& v) {
+         r.scale = field_text("scale", v);
+         apply_scale(find_scale(r.scale), r.train);
+       }}};
   append_fields<R, T>(out, trainer_rows(g), &R::train);
-  out.push_back(lb_weight_row(g));
   append_fields<R, T>(out,
-                      {member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
+                      {member_field<T>(field("lb-weight", K::Float,
+                                             "Load-balancing weight (per MoE layer, summed; default: the --scale's)")
+                                           .in(g),
+                                       &T::lb_weight),
+                       member_field<T>(field("z-loss-weight", K::Float, "Router z-loss weight (per MoE layer, summed)").in(g),
                                        &T::z_weight)},
                       &R::train);
   const std::vector<Field<R>> rest = {
@@ -190,7 +189,6 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.pool_divisor = scale.pool_divisor;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;
-  if (!r.lb_weight_given) p.train.lb_weight = scale.lb_weight;
   p.train.lb_scope = r.lb_scope;
   p.train.seed = r.seed;
   p.train.checkpoint_layers = r.checkpoint_activations;

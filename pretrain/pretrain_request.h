@@ -32,7 +32,6 @@ struct PretrainRequest {
   // what the scale (pretrain/scale.h) sets and no flag gave
   std::string scale = "paper";
   TrainOptions train = PretrainOptions::default_train_options();
-  bool lb_weight_given = false;
   std::string lb_scope = "global";
   uint64_t seed = 0;
   bool checkpoint_activations = false;

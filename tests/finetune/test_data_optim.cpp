@@ -248,6 +248,54 @@ TEST_CASE("AdamW follows torch.optim.AdamW, schedules follow transformers", "[fi
   CHECK(cos.at(0) == Approx(2.0));
   CHECK(cos.at(50) == Approx(2.0 * (0.1 + 0.9 * 0.5)));
   CHECK(cos.at(100) == Approx(0.2));
+  // Warm-up 10, the peak held to step 90, then a linear fall to 0.1 of it over the last 20.
+  LrSchedule wsd{Schedule::Wsd, 2.0, 10, 110, 0.1, 20};
+  CHECK(wsd.at(5) == Approx(1.0));
+  CHECK(wsd.at(10) == Approx(2.0));
+  CHECK(wsd.at(89) == Approx(2.0));
+  CHECK(wsd.at(90) == Approx(2.0));
+  CHECK(wsd.at(100) == Approx(2.0 * (0.1 + 0.9 * 0.5)));
+  CHECK(wsd.at(109) == Approx(2.0 * (0.1 + 0.9 * 0.05)));
+  CHECK(wsd.at(110) == Approx(0.2));
+  // A fall longer than what follows the warm-up starts where the warm-up ends.
+  LrSchedule steep{Schedule::Wsd, 1.0, 10, 20, 0.0, 50};
+  CHECK(steep.at(10) == Approx(1.0));
+  CHECK(steep.at(15) == Approx(0.9));
+  CHECK(parse_schedule("wsd") == Schedule::Wsd);
+  CHECK(std::string(schedule_name(Schedule::Wsd)) == "wsd");
+}
+
+namespace {
+// transformers' get_scheduler factors (lr / peak) for steps 0..total (tests/reference/hf_peer.py).
+std::vector<double> transformers_schedule(const LrSchedule& s) {
+  TempDir tmp;
+  const std::string cmd = reference_script("hf_peer.py") + " schedule --kind " + schedule_name(s.kind) +
+                          " --warmup " + std::to_string(s.warmup) + " --total " + std::to_string(s.total) +
+                          " --final-ratio " + std::to_string(s.final_ratio) + " --decay " + std::to_string(s.decay) +
+                          " > '" + (tmp / "out").string() + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("hf_peer.py schedule: " + read_text_file(tmp / "out"));
+  return Json::parse(read_text_file(tmp / "out")).get<std::vector<double>>();
+}
+}  // namespace
+
+TEST_CASE("every schedule gives transformers' learning rate at every step", "[finetune][optim][transformers]") {
+  // transformers' WSD warms up from min_lr_ratio; emo's, like OLMo-core's (warmup_min_lr 0)
+  // and every other schedule here, from 0: with a final ratio above 0 the two agree from the
+  // end of the warm-up on.
+  const std::vector<LrSchedule> schedules = {
+      {Schedule::Linear, 1.0, 7, 40, 0.0},    {Schedule::Cosine, 1.0, 5, 40, 0.1}, {Schedule::Cosine, 1.0, 0, 33, 0.0},
+      {Schedule::Constant, 1.0, 6, 20, 0.0},  {Schedule::Wsd, 1.0, 5, 40, 0.0, 8}, {Schedule::Wsd, 1.0, 4, 37, 0.1, 9},
+      {Schedule::Wsd, 1.0, 0, 25, 0.0, 25}};
+  for (const LrSchedule& s : schedules) {
+    CAPTURE(schedule_name(s.kind), s.warmup, s.total, s.final_ratio, s.decay);
+    const std::vector<double> peer = transformers_schedule(s);
+    REQUIRE(peer.size() == size_t(s.total + 1));
+    const int64_t from = s.kind == Schedule::Wsd && s.final_ratio > 0 ? s.warmup : 0;
+    for (int64_t step = from; step <= s.total; ++step) {
+      CAPTURE(step);
+      CHECK(s.at(step) == Approx(peer[size_t(step)]).margin(1e-12));
+    }
+  }
 }
 
 TEST_CASE("freeze modes select tensors by role, shared experts are the last rows", "[finetune][freeze]") {

@@ -147,7 +147,8 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   CHECK(insp.code == 0);
   CHECK(read_text_file(dir / "m" / "provenance.yaml").find("lb_weight: 0.1") != std::string::npos);
 
-  // --scale small: pools from max(k, ceil(31 / 8)) and load balancing 0.01; a flag given wins.
+  // --scale small: pools from max(k, ceil(31 / 8)), load balancing 0.01, WSD at 2e-3 falling to
+  // 0 over the last 20%; a flag given wins.
   RunResult small = run_emo(base + " --out " + q(dir / "s") + " --scale small --json");
   INFO(small.err);
   REQUIRE(small.code == 0);
@@ -155,15 +156,32 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   const std::string prov = read_text_file(dir / "s" / "provenance.yaml");
   CHECK(prov.find("lb_weight: 0.01") != std::string::npos);
   CHECK(prov.find("scale: small") != std::string::npos);
+  CHECK(prov.find("schedule: wsd") != std::string::npos);
+  CHECK(prov.find("lr: 0.002") != std::string::npos);
+  CHECK(prov.find("decay_ratio: 0.2") != std::string::npos);
+  CHECK(prov.find("final_lr_ratio: 0\n") != std::string::npos);
   RunResult given =
-      run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --pool-free 0.375 --json");
+      run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --pool-free 0.375 --lr 0.001 --decay-ratio 0.5 --json");
   REQUIRE(given.code == 0);
   CHECK(Json::parse(given.out)["pool"] == Json::array({6, 31}));
   const std::string given_prov = read_text_file(dir / "g" / "provenance.yaml");
   CHECK(given_prov.find("lb_weight: 0.05") != std::string::npos);
   CHECK(given_prov.find("pool_free: 0.375") != std::string::npos);
-  // Recorded only when asked, so runs without it keep their settings.
+  CHECK(given_prov.find("schedule: wsd") != std::string::npos);
+  CHECK(given_prov.find("lr: 0.001") != std::string::npos);
+  CHECK(given_prov.find("decay_ratio: 0.5") != std::string::npos);
+  // The paper's scale (the default): cosine at 4e-3 to 0.1 of it.
+  const std::string paper_prov = read_text_file(dir / "m" / "provenance.yaml");
+  CHECK(paper_prov.find("schedule: cosine") != std::string::npos);
+  CHECK(paper_prov.find("lr: 0.004") != std::string::npos);
+  CHECK(paper_prov.find("final_lr_ratio: 0.1") != std::string::npos);
+  // Recorded only when asked, so runs without them keep their settings.
   CHECK(read_text_file(dir / "m" / "provenance.yaml").find("pool_free") == std::string::npos);
+  CHECK(read_text_file(dir / "m" / "provenance.yaml").find("decay_ratio") == std::string::npos);
+  RunResult long_decay = run_emo(base + " --out " + q(dir / "d") + " --schedule wsd --decay-ratio 1.5");
+  CHECK(long_decay.code != 0);
+  CHECK(long_decay.err.find("--decay-ratio") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "d"));
   RunResult all_free = run_emo(base + " --out " + q(dir / "f") + " --pool-free 1");
   CHECK(all_free.code != 0);
   CHECK(all_free.err.find("--pool-free") != std::string::npos);

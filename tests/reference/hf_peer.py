@@ -8,6 +8,8 @@ outputs are compared with: its own model classes, loaded the way users load them
     python hf_peer.py train-server --model DIR --batch B --seq T [--threads N] [--device cpu|cuda]
                                    [--precision fp32|bf16] [--lr 1e-4] [--experts IMPL]
     python hf_peer.py loss-server --model DIR --windows FILE.safetensors [--batch B] [--threads N]
+    python hf_peer.py schedule --kind linear|cosine|constant|wsd --warmup W --total N
+                               [--final-ratio R] [--decay D]
 
 forward: AutoModelForCausalLM.from_pretrained(DIR) in float32 (no trust_remote_code: only
     transformers' own classes), eval mode, on the given ids (rows ";", tokens ","). Writes
@@ -31,6 +33,11 @@ loss-server: the eval benchmark's peer: for each line "run", the summed next-tok
     entropy over the windows of FILE ("ids" I64 [W, T] right-padded, "mask" I64 [W, T]: 1 where
     a token is scored as a target), in batches of B windows, as "LOSS_SUM TOKENS SECONDS"
     (SECONDS: the forward passes).
+
+schedule: the learning-rate factor (lr / peak) of steps 0..N that transformers' get_scheduler
+    gives: linear (to 0), cosine_with_min_lr (min_lr_rate R), constant_with_warmup, and
+    warmup_stable_decay (D decay steps, linear, min_lr_ratio R). Prints a JSON list; the factor
+    of step s is the rate LambdaLR sets before the optimizer's (s+1)-th step.
 
 Runs offline (HF_HUB_OFFLINE=1) and, except the servers, on one CPU thread, so the same inputs give the same bits.
 No pickle: weights go through safetensors only.
@@ -167,6 +174,21 @@ def loss_server(args):
         print(f"{total:.9f} {count} {time.perf_counter() - start:.6f}", flush=True)
 
 
+SCHEDULES = {"linear": "linear", "cosine": "cosine_with_min_lr", "constant": "constant_with_warmup",
+             "wsd": "warmup_stable_decay"}
+
+
+def schedule(args):
+    from transformers import get_scheduler
+    kwargs = {"cosine": {"min_lr_rate": args.final_ratio},
+              "wsd": {"num_decay_steps": args.decay, "min_lr_ratio": args.final_ratio, "decay_type": "linear"}}
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lambdas = get_scheduler(SCHEDULES[args.kind], optimizer, num_warmup_steps=args.warmup,
+                            num_training_steps=args.total,
+                            scheduler_specific_kwargs=kwargs.get(args.kind, {})).lr_lambdas[0]
+    print(json.dumps([lambdas(s) for s in range(args.total + 1)]))
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,11 +220,17 @@ def main(argv):
     w.add_argument("--windows", required=True)
     w.add_argument("--batch", type=int, default=8)
     w.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("schedule")
+    s.add_argument("--kind", choices=sorted(SCHEDULES), required=True)
+    s.add_argument("--warmup", type=int, required=True)
+    s.add_argument("--total", type=int, required=True)
+    s.add_argument("--final-ratio", type=float, default=0.0)
+    s.add_argument("--decay", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command in ("forward", "random", "loads"):
         torch.set_num_threads(1)
     {"forward": forward, "random": random_model, "loads": loads, "train-server": train_server,
-     "loss-server": loss_server}[args.command](args)
+     "loss-server": loss_server, "schedule": schedule}[args.command](args)
 
 
 if __name__ == "__main__":
