@@ -76,16 +76,14 @@ const char* schedule_name(Schedule s) {
 double LrSchedule::at(int64_t step) const {
   if (warmup > 0 && step < warmup) return peak * double(step) / double(warmup);
   if (kind == Schedule::Constant) return peak;
-  if (kind == Schedule::Wsd) {
-    const int64_t decay_start = std::max(warmup, total - decay);
-    if (step < decay_start) return peak;
-    double progress = std::min(1.0, double(step - decay_start) / double(std::max<int64_t>(1, decay)));
-    return peak * (final_ratio + (1.0 - final_ratio) * (1.0 - progress));
-  }
-  double span = double(std::max<int64_t>(1, total - warmup));
-  double progress = std::min(1.0, double(step - warmup) / span);
-  double factor = kind == Schedule::Linear ? std::max(0.0, 1.0 - progress)
-                                           : std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  // Where the fall starts and how long it lasts: right after the warm-up for linear and
+  // cosine, the last `decay` steps for WSD (the peak held until then).
+  const int64_t fall_start = kind == Schedule::Wsd ? std::max(warmup, total - decay) : warmup;
+  if (step < fall_start) return peak;
+  const int64_t fall = kind == Schedule::Wsd ? decay : total - warmup;
+  double progress = std::min(1.0, double(step - fall_start) / double(std::max<int64_t>(1, fall)));
+  double factor = kind == Schedule::Cosine ? std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)))
+                                           : std::max(0.0, 1.0 - progress);
   return peak * (final_ratio + (1.0 - final_ratio) * factor);
 }
 

@@ -87,7 +87,6 @@ std::vector<Field<R>> data_fields() {
   };
 }
 
-
 std::vector<Field<R>> training_fields() {
   const char* g = "Training (defaults: EMO's pretraining config)";
   // The scale sets its training settings first: setters run in this order, so a flag given
