@@ -99,6 +99,7 @@ Json trajectory_settings(const PretrainOptions& o, const TrainOptions& t, const 
   if (o.router == RouterKind::Emo) s["pool"] = {pool.min, pool.max}, s["lb_probs"] = t.lb_probs;
   // Only when asked, so runs without it keep their settings (and recipe cache keys).
   if (o.router == RouterKind::Emo && pool.free > 0) s["pool_free"] = pool.free;
+  if (o.router == RouterKind::Emo && pool.unpooled_gate) s["gate_probs"] = "unpooled";
   if (t.schedule == Schedule::Wsd) s["decay_ratio"] = t.decay_ratio;  // only then: other runs keep their cache keys
   return s;
 }
@@ -109,6 +110,7 @@ PoolRange pool_range(const PretrainOptions& o, const ModelConfig& config) {
   PoolRange r = o.pool.max > 0 ? o.pool : defaults;
   if (o.pool.max > 0 && o.pool.min <= 0) r.min = defaults.min;
   r.free = o.pool.free;
+  r.unpooled_gate = o.pool.unpooled_gate;
   return r;
 }
 

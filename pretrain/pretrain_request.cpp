@@ -58,6 +58,12 @@ std::vector<Field<R>> router_fields() {
                             "(default 0, allenai/EMO's; more measured worse: docs/results/emo-tiny64.md)")
                           .in(g),
                       &R::pool_free),
+      member_field<R>(field("gate-probs", K::String,
+                            "The chosen experts' weights: pooled (the softmax after the pool mask, as allenai/EMO) "
+                            "or unpooled (the pool restricts only the choice; weights as inference gives them)")
+                          .one_of({"pooled", "unpooled"})
+                          .in(g),
+                      &R::gate_probs),
   };
   append_fields<R, T>(out,
                       {member_field<T>(field("lb-probs", K::String,
@@ -184,7 +190,7 @@ PretrainOptions pretrain_options(const R& r, const TrainingProcess& proc) {
   p.corpus.cache_dir = token_cache_dir(r.cache_dir, r.no_cache);
   const PretrainScale& scale = find_scale(r.scale);
   p.router = parse_router_kind(r.router);
-  p.pool = {r.pool_min, r.pool_max, r.pool_free};
+  p.pool = {r.pool_min, r.pool_max, r.pool_free, r.gate_probs == "unpooled"};
   p.pool_divisor = scale.pool_divisor;
   if (r.pool_min > 0 && r.pool_max <= 0) p.pool.max = default_pool_range(pretrain_config(p)).max;
   p.train = r.train;

@@ -23,6 +23,7 @@ struct PretrainRequest {
   std::string router = "emo";
   int64_t pool_min = 0, pool_max = 0;  // 0: default_pool_range
   double pool_free = 0;                 // documents routed with no pool (allenai/EMO: none)
+  std::string gate_probs = "pooled";    // the chosen experts' weights: pooled (allenai/EMO) or unpooled
   // data
   int64_t seq_len = 0;
   std::string text_field = "text", domain, cache_dir, tokenizer;

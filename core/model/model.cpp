@@ -144,6 +144,7 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2);
   auto flat = x.reshape({B * T, H});
   auto logits = torch::linear(flat, L.router);
+  torch::Tensor pooled;
   RouteOptions ro;
   if (options.routing) {
     if (l < options.routing->allowed.size()) ro.allowed = options.routing->allowed[l];
@@ -155,12 +156,19 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
         pool_mask = options.routing->pool(int(l), logits.detach(), options.document_ids);
       }
       if (options.trace && options.trace->keep_unpooled_logits) options.trace->unpooled_logits[l] = logits;
-      // Masked logits from here on: routing, the trace and so the router losses (the
-      // reference computes load balancing and z-loss on the pooled logits).
-      if (pool_mask.defined()) logits = logits + pool_mask.to(logits.scalar_type());
+      if (pool_mask.defined() && options.routing->unpooled_gate) {
+        // The pool restricts the choice; the weights stay the unpooled softmax's.
+        ro.pool_mask = pool_mask;
+        pooled = logits + pool_mask.to(logits.scalar_type());
+      } else if (pool_mask.defined()) {
+        // Masked logits from here on: routing, the trace and so the router losses (the
+        // reference computes load balancing and z-loss on the pooled logits).
+        logits = logits + pool_mask.to(logits.scalar_type());
+      }
     }
   }
   Routing r = route(logits, spec, config_, x.scalar_type(), ro);
+  if (!pooled.defined()) pooled = logits;  // what the router losses see: the pooled logits either way
   RouterTrace* trace = options.trace;
   DispatchTrace dt;
   auto y = dispatch_experts(flat, r, L.gate_up, L.down, options.dispatch,
@@ -169,7 +177,7 @@ torch::Tensor Model::feed_forward(size_t l, const torch::Tensor& x, const Forwar
   if (spec.gated_shared_mlp)
     y = y + torch::sigmoid(torch::linear(flat, L.shared_expert_gate)) * swiglu(flat, L.shared_gate, L.shared_up, L.shared_down);
   if (trace) {
-    if (trace->keep_logits) trace->logits[l] = logits;
+    if (trace->keep_logits) trace->logits[l] = pooled;
     if (trace->keep_routing) trace->ids[l] = r.ids, trace->weights[l] = r.weights;
     if (trace->keep_expert_norms) trace->expert_norms[l] = dt.expert_out_norm;
     if (trace->keep_moe_io) trace->moe_in[l] = flat, trace->moe_out[l] = y;

@@ -36,6 +36,10 @@ struct RoutingControl {
   // undefined tensor when nothing is restricted (then routing is exactly the unpooled one).
   // The masked logits are what the trace records, so the router losses see the pools.
   std::function<torch::Tensor(int layer, const torch::Tensor& router_logits, const torch::Tensor& document_ids)> pool;
+  // false (allenai/EMO): the chosen experts' weights are the pooled softmax's, so they sum
+  // higher inside a small pool than inference (no pool) will give them. true: the pool only
+  // restricts the choice and the weights are the unpooled softmax's, as at inference.
+  bool unpooled_gate = false;
 };
 
 // What a forward pass can report per layer (indexed by layer; undefined for dense ones).

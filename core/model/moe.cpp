@@ -11,14 +11,23 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Applies the allow-list and pool mask to logits over `cols` columns starting at `first`.
+// Applies the allow-list to logits over `cols` columns starting at `first`.
 torch::Tensor restrict(torch::Tensor logits, const RouteOptions& o, int64_t first, int64_t cols) {
   if (o.allowed.defined()) {
     auto allowed = o.allowed.narrow(0, first, cols).to(logits.device());
     logits = logits.masked_fill(allowed.logical_not().unsqueeze(0), kNegInf);
   }
-  if (o.pool_mask.defined()) logits = logits + o.pool_mask.narrow(1, first, cols).to(logits.dtype());
   return logits;
+}
+
+// What top-k chooses from: `probs` (the restricted softmax), or, under a pool mask, the
+// softmax of the pooled logits (so the choice stays inside the pool while the weights are
+// gathered from `probs`).
+torch::Tensor choice_probs(const torch::Tensor& restricted_logits, const torch::Tensor& probs, const RouteOptions& o,
+                           int64_t first, int64_t cols) {
+  if (!o.pool_mask.defined()) return probs;
+  auto pooled = restricted_logits + o.pool_mask.narrow(1, first, cols).to(restricted_logits.dtype());
+  return torch::softmax(pooled, 1, torch::kFloat32);
 }
 
 // How many of `cols` columns (from `first`) are allowed: top-k never picks past them, so
@@ -49,7 +58,8 @@ Routing route(const torch::Tensor& router_logits, const LayerSpec& layer, const 
       opts.allowed = opts.allowed.clone();
       opts.allowed.index_fill_(0, aa.cpu(), true);
     }
-    auto logits = (opts.allowed.defined() || opts.pool_mask.defined()) ? restrict(router_logits, opts, 0, E) : router_logits;
+    if (opts.pool_mask.defined()) fail("route", "pool_mask", "layers with always-active experts have no document pool");
+    auto logits = opts.allowed.defined() ? restrict(router_logits, opts, 0, E) : router_logits;
     auto scores = torch::softmax(logits, 1, torch::kFloat32);
     auto masked = scores.clone();
     masked.index_fill_(1, aa, kNegInf);
@@ -69,16 +79,16 @@ Routing route(const torch::Tensor& router_logits, const LayerSpec& layer, const 
     auto p_standard = torch::softmax(standard, 1, torch::kFloat32);
     auto p_shared = torch::softmax(shared, 1, torch::kFloat32);
     int64_t routed_k = std::min(top_k - S, allowed_count(options, 0, R));
-    auto [w_std, id_std] = topk_of(p_standard, routed_k);
+    auto id_std = topk_of(choice_probs(standard, p_standard, options, 0, R), routed_k).second;
+    auto w_std = p_standard.gather(-1, id_std);
     auto [w_sh, id_sh] = topk_of(p_shared, S);
     r.weights = torch::cat({w_std, w_sh}, 1);
     r.ids = torch::cat({id_std, id_sh + R}, 1);
   } else {
     auto logits = restrict(router_logits, options, 0, E);
     auto probs = torch::softmax(logits, 1, torch::kFloat32);
-    auto [w, ids] = topk_of(probs, std::min(top_k, allowed_count(options, 0, E)));
-    r.weights = w;
-    r.ids = ids;
+    r.ids = topk_of(choice_probs(logits, probs, options, 0, E), std::min(top_k, allowed_count(options, 0, E))).second;
+    r.weights = probs.gather(-1, r.ids);
   }
   if (config.norm_topk_prob) r.weights = r.weights / r.weights.sum(-1, true);
   r.weights = r.weights.to(hidden_dtype);

@@ -34,7 +34,10 @@ struct Routing {
 
 struct RouteOptions {
   torch::Tensor allowed;  // bool [E] over the layer's experts; undefined = all
-  torch::Tensor pool_mask;  // additive [N, E] (0 / -inf) on the routed logits; undefined = none
+  // Additive [N, E] (0 / -inf): which experts each token may choose, not what they weigh.
+  // The chosen experts' weights come from the softmax without it (the allow-list applies to
+  // both). EMO's pretraining with --gate-probs unpooled; undefined = none.
+  torch::Tensor pool_mask;
 };
 
 // router_logits [N, E] (hidden dtype); layer's spec; the model config (top_k, norm).

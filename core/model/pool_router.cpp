@@ -100,6 +100,7 @@ torch::Tensor document_pool_mask(const torch::Tensor& routed_logits, const torch
 DocumentPoolRouter::DocumentPoolRouter(const ModelConfig& config, PoolRange range, uint64_t seed, const std::string& flag)
     : layers_(config.layers()), range_(range), seed_(seed) {
   validate_pool_range(config, range_, flag);
+  control_.unpooled_gate = range_.unpooled_gate;
   control_.pool = [this](int layer, const torch::Tensor& logits, const torch::Tensor& docs) {
     return mask(layer, logits, docs);
   };

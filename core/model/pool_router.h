@@ -6,7 +6,9 @@
 //     the piece's tokens, ranks the experts; the piece's pool is its top `pool` experts;
 //  2. every other routed expert's logit becomes -inf for every token of the piece;
 //  3. routing then runs as usual on the masked logits: softmax over the routed experts,
-//     top (k - shared), shared experts always on with weight 1.
+//     top (k - shared), shared experts always on with weight 1. With `unpooled_gate`
+//     (--gate-probs unpooled, an ablation) the mask decides only the choice and the chosen
+//     experts weigh what the unmasked softmax gives them, as at inference.
 // The pool size is drawn per (document, layer) uniformly from [pool_min, pool_max] (the
 // reference draws per document in every router; 8..128 of 127 routed experts in EMO's
 // 1B-14B run). A fraction `free` of documents (none in allenai/EMO) may be drawn to route with
@@ -36,6 +38,7 @@ namespace emo {
 struct PoolRange {
   int64_t min = 0, max = 0;  // routed experts per document pool, inclusive
   double free = 0;           // the fraction of documents routed with no pool (training only)
+  bool unpooled_gate = false;  // weights from the softmax before the pool mask (RoutingControl)
 };
 
 // What draw_pool_size returns for a document routed with no pool.

@@ -148,6 +148,32 @@ TEST_CASE("unpooled balancing: counts of the pooled routing, probabilities of th
   CHECK(unpooled.z_sum.item<float>() == pooled.z_sum.item<float>());
 }
 
+TEST_CASE("--gate-probs unpooled: the pooled routing's choice, the unpooled softmax's weights", "[pretrain][pool]") {
+  ModelConfig c = small_emo();
+  Model model(c, init_weights(c, 7, {}));
+  const std::vector<int64_t> docs = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2};
+  DocumentPoolRouter pooled_router(c, {2, 3}, 11);
+  DocumentPoolRouter unpooled_router(c, {2, 3, 0, true}, 11);
+  RouterTrace pooled, unpooled;
+  pooled.keep_routing = unpooled.keep_routing = true;
+  unpooled.keep_unpooled_logits = true;
+  pooled_forward(model, pooled_router, docs, 1, pooled);
+  pooled_forward(model, unpooled_router, docs, 1, unpooled);
+  const size_t l = 0;  // the first MoE layer: the one both runs reach with equal hidden states
+  // The same pools and the same chosen experts; the router losses see the same pooled logits.
+  CHECK(torch::equal(unpooled.ids[l], pooled.ids[l]));
+  CHECK(torch::equal(unpooled.logits[l], pooled.logits[l]));
+  // Routed weights: the softmax over every routed expert at the chosen ones, which sum to
+  // less than inside the pool wherever the pool left some probability out.
+  const auto& raw = unpooled.unpooled_logits[l];
+  auto routed_ids = unpooled.ids[l].narrow(1, 0, 2);
+  auto expected = torch::softmax(raw.narrow(1, 0, 7), 1).gather(1, routed_ids);
+  CHECK(torch::allclose(unpooled.weights[l].narrow(1, 0, 2), expected, 1e-6, 0));
+  auto w_pooled = pooled.weights[l].narrow(1, 0, 2).sum(1), w_unpooled = unpooled.weights[l].narrow(1, 0, 2).sum(1);
+  CHECK((w_unpooled < w_pooled).all().item<bool>());
+  CHECK((unpooled.weights[l].narrow(1, 2, 1) == 1).all().item<bool>());  // the shared expert
+}
+
 TEST_CASE("a pool of every routed expert routes exactly as the standard router", "[pretrain][pool]") {
   ModelConfig c = small_emo();
   Model model(c, init_weights(c, 9, {}));

@@ -161,12 +161,13 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   CHECK(prov.find("decay_ratio: 0.2") != std::string::npos);
   CHECK(prov.find("final_lr_ratio: 0\n") != std::string::npos);
   RunResult given =
-      run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --pool-free 0.375 --lr 0.001 --decay-ratio 0.5 --json");
+      run_emo(base + " --out " + q(dir / "g") + " --scale small --lb-weight 0.05 --pool-min 6 --pool-free 0.375 --lr 0.001 --decay-ratio 0.5 --gate-probs unpooled --json");
   REQUIRE(given.code == 0);
   CHECK(Json::parse(given.out)["pool"] == Json::array({6, 31}));
   const std::string given_prov = read_text_file(dir / "g" / "provenance.yaml");
   CHECK(given_prov.find("lb_weight: 0.05") != std::string::npos);
   CHECK(given_prov.find("pool_free: 0.375") != std::string::npos);
+  CHECK(given_prov.find("gate_probs: unpooled") != std::string::npos);
   CHECK(given_prov.find("schedule: wsd") != std::string::npos);
   CHECK(given_prov.find("lr: 0.001") != std::string::npos);
   CHECK(given_prov.find("decay_ratio: 0.5") != std::string::npos);
@@ -177,6 +178,7 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   CHECK(paper_prov.find("final_lr_ratio: 0.1") != std::string::npos);
   // Recorded only when asked, so runs without them keep their settings.
   CHECK(read_text_file(dir / "m" / "provenance.yaml").find("pool_free") == std::string::npos);
+  CHECK(read_text_file(dir / "m" / "provenance.yaml").find("gate_probs") == std::string::npos);
   CHECK(read_text_file(dir / "m" / "provenance.yaml").find("decay_ratio") == std::string::npos);
   RunResult long_decay = run_emo(base + " --out " + q(dir / "d") + " --schedule wsd --decay-ratio 1.5");
   CHECK(long_decay.code != 0);
@@ -186,6 +188,10 @@ TEST_CASE("emo pretrain CLI writes the model, init/ and metrics, takes a scale, 
   CHECK(all_free.code != 0);
   CHECK(all_free.err.find("--pool-free") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "f"));
+  RunResult bad_gate = run_emo(base + " --out " + q(dir / "w") + " --gate-probs pool");
+  CHECK(bad_gate.code != 0);
+  CHECK(bad_gate.err.find("--gate-probs") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "w"));
   RunResult unknown = run_emo(base + " --out " + q(dir / "u") + " --scale huge");
   CHECK(unknown.code != 0);
   CHECK(unknown.err.find("huge") != std::string::npos);
