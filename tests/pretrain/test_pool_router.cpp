@@ -148,7 +148,7 @@ TEST_CASE("unpooled balancing: counts of the pooled routing, probabilities of th
   CHECK(unpooled.z_sum.item<float>() == pooled.z_sum.item<float>());
 }
 
-TEST_CASE("--gate-probs unpooled: the pooled routing's choice, the unpooled softmax's weights", "[pretrain][pool]") {
+TEST_CASE("unpooled gate weights (--gate-probs unpooled): the pooled routing's choice, the unpooled softmax's weights", "[pretrain][pool]") {
   ModelConfig c = small_emo();
   Model model(c, init_weights(c, 7, {}));
   const std::vector<int64_t> docs = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2};
